@@ -1,0 +1,1 @@
+"""The ``cai`` command line: one thin module per subcommand over the library."""

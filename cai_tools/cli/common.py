@@ -1,0 +1,234 @@
+"""What every subcommand shares: options, error handling, record I/O, progress."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Iterable, Iterator, Optional
+
+import typer
+
+from ..errors import CaiError, UsageError
+from ..records import RecordWriter, read_done_ids, read_records
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+# ---------------------------------------------------------------- shared options
+
+InputArg = Annotated[str, typer.Argument(help="Input JSONL file, or - for stdin.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="GGUF model file (default: the bundled SmolLM2-135M-Instruct).")]
+SeedOpt = Annotated[int, typer.Option(help="Run seed; every record gets its own seed from it.")]
+TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
+MaxTokensOpt = Annotated[int, typer.Option(help="Most new tokens per answer.")]
+CtxOpt = Annotated[int, typer.Option("--ctx", help="Context length in tokens.")]
+GpuLayersOpt = Annotated[Optional[int], typer.Option(
+    "--n-gpu-layers", help="Layers to offload to the GPU (default: all when llama.cpp has a GPU "
+                           "backend, else 0).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: llama.cpp's choice).")]
+ChatFormatOpt = Annotated[Optional[str], typer.Option(
+    help="Chat format for a GGUF without a chat template: a llama-cpp-python name "
+         "(chatml, llama-2, ...) or a Jinja template file.")]
+BatchOpt = Annotated[int, typer.Option(help="Records handed to the engine at once.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option(
+    help="Output file of an interrupted run: records whose id is in it are skipped, so "
+         "'cai STEP --resume out.jsonl >> out.jsonl' continues it.")]
+OnErrorOpt = Annotated[OnError, typer.Option(
+    help="fail: stop at the first bad record; skip: write it with _cai.error and go on.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks.")]
+ConstitutionOpt = Annotated[str, typer.Option(
+    "--constitution", "-c", help="Constitution YAML file, or a bundled name (harmless, "
+                                 "medical_assistant, customer_service).")]
+PrincipleOpt = Annotated[Optional[str], typer.Option(
+    help="Use this principle id every round instead of sampling one.")]
+
+
+@dataclass
+class Console:
+    """Notes and progress on stderr (never stdout), silenced by --quiet."""
+
+    step: str
+    quiet: bool = False
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(f"cai {self.step}: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@contextmanager
+def cli_errors(step: str, debug: bool):
+    """Map errors to one stderr line and an exit code; '| head' exits quietly."""
+    try:
+        yield
+    except CaiError as exc:
+        if debug:
+            raise
+        print(f"cai {step}: error: {exc}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            _silence_stdout()
+            raise typer.Exit(0) from None
+        if debug:
+            raise
+        print(f"cai {step}: error: {exc.strerror or exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        print(f"cai {step}: interrupted; the records written so far are complete "
+              "(continue with --resume)", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        print(f"cai {step}: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def stdout_bytes():
+    if sys.stdout is None:
+        raise CaiError("standard output is closed: nowhere to write records")
+    try:
+        os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        raise CaiError("standard output is closed: nowhere to write records") from None
+    return sys.stdout.buffer
+
+
+# ---------------------------------------------------------------- running a step
+
+
+def count_lines(path: str) -> int | None:
+    if path == "-" or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def skip_done(records: Iterable[dict], done: set[str], console: Console) -> Iterator[dict]:
+    skipped = 0
+    for rec in records:
+        if rec.get("id") in done:
+            skipped += 1
+            continue
+        yield rec
+    if skipped:
+        console.note(f"resumed: skipped {skipped} record(s) already in the output")
+
+
+def run_records(step: str, input_path: str, transform: Callable[[Iterable[dict]], Iterable[dict]],
+                *, resume: Path | None = None, quiet: bool = False) -> int:
+    """Read, transform, write records with progress; returns the number written.
+
+    Resume matches on ``id``: records without one (before ``generate``) get their
+    content-derived id first, so a resumed ``generate`` skips the right ones.
+    """
+    console = Console(step, quiet)
+    out = RecordWriter(stdout_bytes())
+    records: Iterable[dict] = read_records(input_path)
+    total = count_lines(input_path)
+    if resume is not None:
+        from ..records import content_id
+
+        done = read_done_ids(resume)
+
+        def with_ids(recs):
+            for r in recs:
+                if "id" not in r and ("prompt" in r or "messages" in r):
+                    try:
+                        r["id"] = content_id(r)
+                    except TypeError:
+                        pass
+                yield r
+
+        records = skip_done(with_ids(records), done, console)
+        if total is not None:
+            total = max(total - len(done), 0)
+    progress = Progress(step, total, quiet)
+    try:
+        for rec in transform(records):
+            out.write(rec)
+            progress.advance()
+    finally:
+        progress.finish(out.count)
+    return out.count
+
+
+class Progress:
+    """Records done, rate and ETA on stderr: a live bar on a terminal, else a line a minute."""
+
+    def __init__(self, step: str, total: int | None, quiet: bool):
+        self.step, self.total, self.quiet = step, total, quiet
+        self.start = time.monotonic()
+        self.done = 0
+        self.last_line = self.start
+        self.bar = None
+        if not quiet and sys.stderr is not None and sys.stderr.isatty():
+            from rich.console import Console as RichConsole
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            self.bar = RichProgress(TextColumn(f"cai {step}"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                    TextColumn("ETA"), TimeRemainingColumn(),
+                                    console=RichConsole(stderr=True), transient=True)
+            self.task = self.bar.add_task(step, total=total, rate="")
+            self.bar.start()
+
+    def rate(self) -> float:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        return self.done / elapsed * 60
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, rate=f"{self.rate():.1f} rec/min")
+        elif not self.quiet and time.monotonic() - self.last_line > 60:
+            self.last_line = time.monotonic()
+            left = ""
+            if self.total:
+                eta = (self.total - self.done) / max(self.rate(), 1e-9)
+                left = f" of {self.total}, ETA {eta:.1f} min"
+            print(f"cai {self.step}: {self.done} records{left} ({self.rate():.1f}/min)",
+                  file=sys.stderr, flush=True)
+
+    def finish(self, written: int) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        if not self.quiet and written:
+            elapsed = time.monotonic() - self.start
+            print(f"cai {self.step}: wrote {written} records in {elapsed:.1f} s "
+                  f"({self.rate():.1f} records/min)", file=sys.stderr, flush=True)
+
+
+def check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}")

@@ -1,0 +1,73 @@
+"""cai constitution validate|show|import."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..constitution import load_constitution
+from ..constitution_import import import_constitution
+from .common import DebugOpt, cli_errors
+
+app = typer.Typer(help="Check, display and import constitutions.", no_args_is_help=True)
+
+
+@app.command()
+def validate(files: Annotated[List[str], typer.Argument(help="Constitution YAML files.")],
+             debug: DebugOpt = False) -> None:
+    """Check constitution files; prints a one-line summary per valid file."""
+    with cli_errors("constitution validate", debug):
+        for f in files:
+            c = load_constitution(f)
+            print(f"{c.path}: ok: {len(c.critique_revision)} critique/revision pairs, "
+                  f"{len(c.judge)} judge principles, {len(c.few_shot)} few-shot examples")
+
+
+@app.command()
+def show(file: Annotated[str, typer.Argument(help="Constitution YAML file or bundled name.")],
+         debug: DebugOpt = False) -> None:
+    """Print a constitution's principles as a table (on stdout)."""
+    with cli_errors("constitution show", debug):
+        from rich.console import Console
+        from rich.table import Table
+
+        c = load_constitution(file)
+        console = Console()
+        console.print(f"[bold]{c.name}[/bold]  ({c.path})")
+        if c.description:
+            console.print(c.description)
+        if c.system_prompt:
+            console.print(f"[dim]system prompt:[/dim] {c.system_prompt}")
+        table = Table("id", "weight", "critique request", "revision request",
+                      title="critique/revision principles", show_lines=True)
+        for p in c.critique_revision:
+            table.add_row(p.id, f"{p.weight:g}", p.critique, p.revision)
+        console.print(table)
+        if c.judge:
+            jt = Table("id", "weight", "multiple-choice principle", title="judge principles",
+                       show_lines=True)
+            for j in c.judge:
+                jt.add_row(j.id, f"{j.weight:g}", j.text)
+            console.print(jt)
+        console.print(f"{len(c.few_shot)} few-shot example(s)")
+
+
+@app.command("import")
+def import_(files: Annotated[List[str], typer.Argument(
+                help="llm-swarm JSON, CritiqueRevisionInstructions.json and/or "
+                     "RLMadisonInstructions.json; the format is recognised per file.")],
+            output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                help="Write the YAML here (default: stdout).")] = None,
+            name: Annotated[str, typer.Option(help="Name of the new constitution.")] = "imported",
+            debug: DebugOpt = False) -> None:
+    """Convert public constitution formats into this project's YAML (validated)."""
+    with cli_errors("constitution import", debug):
+        text = import_constitution(files, name=name).to_yaml()
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
+            print(f"cai constitution import: wrote {output}", file=sys.stderr)

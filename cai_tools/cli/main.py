@@ -1,0 +1,35 @@
+"""The ``cai`` entry point: registers every subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from .constitution import app as constitution_app
+from .critique import critique
+from .fetch_model import fetch_model
+from .format import format_
+from .generate import generate
+from .revise import revise
+
+app = typer.Typer(
+    name="cai",
+    help="Constitutional AI on one machine: each step reads JSONL on stdin and writes JSONL "
+         "on stdout.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(generate)
+app.command()(critique)
+app.command()(revise)
+app.command("format")(format_)
+app.add_typer(constitution_app, name="constitution")
+app.command("fetch-model")(fetch_model)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

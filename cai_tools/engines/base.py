@@ -1,0 +1,64 @@
+"""The engine interface every step generates through.
+
+An engine takes whole batches, so a backend can batch and share prefixes without the
+steps knowing. One item's failure (a prompt longer than the context, say) is returned in
+its slot as an ``ItemError`` instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Sequence
+
+Message = dict
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass
+class ItemError:
+    message: str
+
+
+@dataclass
+class EngineInfo:
+    """What provenance records about the engine that produced a text."""
+
+    backend: str
+    model: str
+    fingerprint: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"backend": self.backend, "model": self.model,
+                "fingerprint": self.fingerprint, **self.options}
+
+
+class Engine(Protocol):
+    info: EngineInfo
+
+    def generate(
+        self, chats: Sequence[list[Message]], params: Sequence[SamplingParams]
+    ) -> list[Generation | ItemError]:
+        """One completion per chat, in order; ``params[i]`` (with its seed) for ``chats[i]``."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,58 @@
+"""``format --to hf``: the Hugging Face CAI dataset columns, ready for TRL.
+
+Columns as in Hugging Face's CAI recipe: ``init_prompt``, ``init_response``,
+``critic_prompt``, ``critic_response``, ``revision_prompt``, ``revision_response`` (of the
+last round), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chosen``
+(same as messages) and ``rejected`` (prompt + initial answer), for DPO.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from .conversation import prompt_messages
+from .errors import RecordError
+from .records import content_id, error_of, require_text, where
+
+HF_COLUMNS = ("id", "init_prompt", "init_response", "critic_prompt", "critic_response",
+              "revision_prompt", "revision_response", "prompt", "messages", "chosen", "rejected")
+
+
+def to_hf(record: dict, *, keep: bool = False) -> dict:
+    messages = prompt_messages(record)
+    prompt = messages[-1]["content"]
+    history = record.get("history")
+    if not isinstance(history, list) or not history or "revision" not in history[-1]:
+        raise RecordError("no completed critique/revision round to export "
+                          "(run 'cai critique | cai revise' first)", where=where(record))
+    last = history[-1]
+    init = require_text(record, "init_response")
+    final = require_text(record, "response")
+    row = {
+        "id": record.get("id") or content_id(record),
+        "init_prompt": prompt,
+        "init_response": init,
+        "critic_prompt": last.get("critique_request", ""),
+        "critic_response": last.get("critique", ""),
+        "revision_prompt": last.get("revision_request", ""),
+        "revision_response": last["revision"],
+        "prompt": prompt,
+        "messages": messages + [{"role": "assistant", "content": final}],
+        "chosen": messages + [{"role": "assistant", "content": final}],
+        "rejected": messages + [{"role": "assistant", "content": init}],
+    }
+    if keep:
+        row = {**record, **row}
+    return row
+
+
+def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail") -> Iterator[dict]:
+    for rec in records:
+        if error_of(rec) is not None:
+            continue  # failed upstream: nothing to train on
+        try:
+            yield to_hf(rec, keep=keep)
+        except RecordError:
+            if on_error == "skip":
+                continue
+            raise

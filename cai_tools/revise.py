@@ -1,0 +1,126 @@
+"""``revise``: answer the latest critique with a revision that becomes the current answer.
+
+``critique | revise`` is one round; chain them again for more. ``rounds=N`` runs the
+paper's loop (critique + revision per round) in one process. ``until_clean`` stops a
+record's rounds early when its critique finds nothing to fix; that round's revision is
+the unchanged answer, marked ``clean``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from .constitution import Constitution
+from .conversation import prompt_messages
+from .critique import critique_batch, history_of
+from .engines.base import Engine
+from .errors import RecordError
+from .records import add_provenance, content_id, process_in_batches, record_seed, require_text, where
+from .sl_prompts import clean_revision, revision_chat
+from .step_common import Sampling, generate_for
+
+
+def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, *, seed: int,
+                 sampling: Sampling, until_clean: bool) -> list[dict | RecordError]:
+    """Complete the pending critique of each record with a revision."""
+    prepared: list = []
+    for rec in batch:
+        try:
+            messages = prompt_messages(rec)
+            response = require_text(rec, "response")
+            history = history_of(rec)
+            if not history or "revision" in history[-1] or "critique" not in history[-1]:
+                raise RecordError("no critique awaiting revision: run 'cai critique' first "
+                                  "(or 'cai revise --rounds N')", where=where(rec))
+        except RecordError as exc:
+            prepared.append(exc)
+            continue
+        last = history[-1]
+        principle_id = last.get("principle")
+        try:
+            revision_request = constitution.principle(principle_id).revision
+        except Exception:
+            prepared.append(RecordError(
+                f"the critique's principle '{principle_id}' is not in constitution "
+                f"{constitution.name}: revise with the constitution that critiqued", where=where(rec)))
+            continue
+        out = dict(rec)
+        out.setdefault("id", content_id(rec))
+        entry = {**last, "revision_request": revision_request}
+        if until_clean and last.get("clean"):
+            prepared.append((out, history, entry, response, None, None))
+            continue
+        chat = revision_chat(constitution, messages, response, last["critique_request"],
+                             last["critique"], revision_request)
+        params = sampling.params(record_seed(seed, out["id"], "revision", last.get("round")))
+        prepared.append((out, history, entry, response, chat, params))
+    live = [p for p in prepared if not isinstance(p, RecordError) and p[4] is not None]
+    gens = iter(generate_for(engine, [p[0] for p in live], [p[4] for p in live], [p[5] for p in live]))
+    results: list[dict | RecordError] = []
+    for p in prepared:
+        if isinstance(p, RecordError):
+            results.append(p)
+            continue
+        out, history, entry, response, chat, _ = p
+        if chat is None:
+            entry["revision"] = response
+        else:
+            gen = next(gens)
+            if isinstance(gen, RecordError):
+                results.append(gen)
+                continue
+            # An empty revision keeps the answer it was meant to improve.
+            entry["revision"] = clean_revision(gen.text) or response
+        out["history"] = [*history[:-1], entry]
+        out["response"] = entry["revision"]
+        results.append(out)
+    return results
+
+
+def revise(records: Iterable[dict], engine: Engine, constitution: Constitution, *,
+           rounds: int | None = None, principle_id: str | None = None, until_clean: bool = False,
+           seed: int = 0, sampling: Sampling = Sampling(), batch_size: int = 8,
+           on_error: str = "fail") -> Iterator[dict]:
+    if principle_id:
+        constitution.principle(principle_id)
+    provenance = {"engine": engine.info.as_dict(), "constitution": constitution.name, "seed": seed,
+                  "rounds": rounds, "until_clean": until_clean, **sampling.as_dict()}
+    if rounds:
+        provenance["principle"] = principle_id
+
+    def handle(batch: list[dict]) -> list[dict | RecordError]:
+        if not rounds:
+            results = revise_batch(batch, engine, constitution, seed=seed, sampling=sampling,
+                                   until_clean=until_clean)
+        else:
+            results = _rounds(batch)
+        for r in results:
+            if isinstance(r, dict):
+                add_provenance(r, "revise", provenance)
+        return results
+
+    def _rounds(batch: list[dict]) -> list[dict | RecordError]:
+        # Round by round over the whole batch, so the engine always gets full batches.
+        results: list[dict | RecordError] = list(batch)
+        for _ in range(rounds):
+            active = [i for i, r in enumerate(results) if isinstance(r, dict) and not _stopped(r)]
+            if not active:
+                break
+            for step in ("critique", "revise"):
+                todo = [results[i] for i in active]
+                if step == "critique":
+                    done = critique_batch(todo, engine, constitution, principle_id=principle_id,
+                                          seed=seed, sampling=sampling)
+                else:
+                    done = revise_batch(todo, engine, constitution, seed=seed, sampling=sampling,
+                                        until_clean=until_clean)
+                for i, r in zip(active, done):
+                    results[i] = r
+                active = [i for i in active if isinstance(results[i], dict)]
+        return results
+
+    def _stopped(record: dict) -> bool:
+        hist = record.get("history") or []
+        return until_clean and bool(hist) and bool(hist[-1].get("clean"))
+
+    return process_in_batches(records, batch_size, "revise", on_error, handle)
