@@ -30,13 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@echo "Installing cai_tools into $(VENV). The first time, llama-cpp-python compiles llama.cpp"
 	@echo "from source: about 4-7 minutes on 2 cores (pip caches the built wheel afterwards)."
-	@$(PY) -m pip install -v -e '.[test]' > $(VENV)/install.log 2>&1 & pid=$$!; \
-	  while kill -0 $$pid 2>/dev/null; do \
-	    step=$$(grep -oE '^ *\[[0-9]+/[0-9]+\]' $(VENV)/install.log | tail -1 | tr -d ' '); \
-	    [ -n "$$step" ] && printf '\r  compiling llama.cpp %s ' "$$step"; sleep 5; \
-	  done; \
-	  if wait $$pid; then echo; echo "  installed (log: $(VENV)/install.log)"; \
-	  else echo; tail -30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; fi
+	@scripts/install.sh $(VENV) test
 	@touch $@
 
 model: $(MODEL_FILE)

@@ -15,7 +15,7 @@ from .constitution import Constitution
 from .conversation import prompt_messages
 from .engines.base import Engine
 from .errors import RecordError
-from .records import add_provenance, content_id, process_in_batches, record_seed, require_text, where
+from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed, require_text, where
 from .sl_prompts import clean_critique, critique_chat, critique_is_clean
 from .step_common import Sampling, generate_for
 
@@ -43,7 +43,7 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
         except RecordError as exc:
             prepared.append(exc)
             continue
-        out = dict(rec)
+        out = copy_record(rec)
         out.setdefault("id", content_id(rec))
         round_no = len(history) + 1
         principle = pinned or constitution.sample_principle(

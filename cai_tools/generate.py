@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 from .conversation import prompt_messages, with_system
 from .engines.base import Engine
 from .errors import RecordError
-from .records import add_provenance, content_id, process_in_batches, record_seed
+from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed
 from .step_common import Sampling, generate_for
 
 
@@ -33,7 +33,7 @@ def generate(records: Iterable[dict], engine: Engine, *, n: int = 1, sampling: S
             except RecordError as exc:
                 prepared.append(exc)
                 continue
-            out = dict(rec)
+            out = copy_record(rec)
             out.setdefault("id", content_id(rec))
             prepared.append((out, chat))
         live = [p for p in prepared if not isinstance(p, RecordError)]

@@ -32,6 +32,13 @@ class SourceRecord(dict):
         self.line = line
 
 
+def copy_record(record: dict) -> dict:
+    """A shallow copy that still knows where the original was read from."""
+    if isinstance(record, SourceRecord):
+        return SourceRecord(record, record.source, record.line)
+    return dict(record)
+
+
 def where(record: dict) -> str:
     """'file:line (id X)' for a record, as precise as we know it."""
     parts = []
@@ -138,7 +145,7 @@ def error_of(record: dict) -> dict | None:
 
 
 def with_error(record: dict, step: str, message: str) -> dict:
-    out = dict(record)
+    out = copy_record(record)
     meta = dict(out.get(CAI_KEY) or {})
     meta["error"] = {"step": step, "message": message}
     out[CAI_KEY] = meta

@@ -15,7 +15,7 @@ from .conversation import prompt_messages
 from .critique import critique_batch, history_of
 from .engines.base import Engine
 from .errors import RecordError
-from .records import add_provenance, content_id, process_in_batches, record_seed, require_text, where
+from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed, require_text, where
 from .sl_prompts import clean_revision, revision_chat
 from .step_common import Sampling, generate_for
 
@@ -44,7 +44,7 @@ def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, 
                 f"the critique's principle '{principle_id}' is not in constitution "
                 f"{constitution.name}: revise with the constitution that critiqued", where=where(rec)))
             continue
-        out = dict(rec)
+        out = copy_record(rec)
         out.setdefault("id", content_id(rec))
         entry = {**last, "revision_request": revision_request}
         if until_clean and last.get("clean"):

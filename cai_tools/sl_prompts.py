@@ -80,9 +80,6 @@ _RUN_ON = re.compile(r"\n\s*(critique( request)?|revision( request)?)\s*:", re.I
 def clean_revision(text: str) -> str:
     """Strip leaked scaffolding ('Revision:', 'Sure, here is a revised response:')."""
     text = text.strip()
-    cut = _RUN_ON.search(text)
-    if cut:
-        text = text[:cut.start()].rstrip()
     changed = True
     while changed:
         changed = False
@@ -90,6 +87,9 @@ def clean_revision(text: str) -> str:
             new = pat.sub("", text, count=1).lstrip()
             if new != text and new:
                 text, changed = new, True
+    cut = _RUN_ON.search(text)
+    if cut:
+        text = text[:cut.start()].rstrip()
     if len(text) >= 2 and text[0] == text[-1] == '"' and '"' not in text[1:-1]:
         text = text[1:-1].strip()
     return text

@@ -1,0 +1,61 @@
+"""Shared fixtures: paths, the fake engine, the real tiny model, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    if not MODEL.exists():
+        pytest.fail(f"{MODEL} is missing: run 'make model' (make test does it)")
+    return MODEL
+
+
+@pytest.fixture(scope="session")
+def llama_engine(model_path):
+    from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(str(model_path), n_ctx=2048)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def fake_engine():
+    from cai_tools.engines.fake_engine import FakeEngine
+
+    return FakeEngine()
+
+
+@pytest.fixture(scope="session")
+def harmless():
+    from cai_tools.constitution import load_constitution
+
+    return load_constitution("harmless")
+
+
+def jsonl(records) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def parse_jsonl(data: bytes) -> list[dict]:
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def run_cai(*args, input: bytes = b"", cwd=ROOT, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `cai` command line in a subprocess (real exit codes, pipes, stderr)."""
+    return subprocess.run([sys.executable, "-m", "cai_tools.cli.main", *map(str, args)],
+                          input=input, capture_output=True, cwd=cwd, **kwargs)

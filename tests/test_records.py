@@ -1,0 +1,97 @@
+"""The record contract: reading, ids, seeds, resume, batching and the error policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai_tools.errors import InputError, RecordError
+from cai_tools.records import (Batcher, content_id, process_in_batches, read_done_ids,
+                               read_records, record_seed)
+
+
+def test_read_records_keeps_line_numbers_and_skips_blank_lines(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"prompt": "a"}\n\n{"prompt": "b", "x": 1}\n')
+    recs = list(read_records(f))
+    assert [r["prompt"] for r in recs] == ["a", "b"]
+    assert [r.line for r in recs] == [1, 3]
+    assert recs[1]["x"] == 1
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"prompt": "a"}\n{"prompt": \n', "malformed JSON"),
+    (b'{"prompt": "a"}\n[1, 2]\n', "expected a JSON object"),
+    (b'{"prompt": "a"}\n{"prompt": "\xff\xfe"}\n', "not valid UTF-8"),
+])
+def test_bad_line_names_file_and_line_after_good_records(tmp_path, raw, message):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(raw)
+    it = read_records(f)
+    assert next(it)["prompt"] == "a"
+    with pytest.raises(InputError) as exc:
+        next(it)
+    assert str(exc.value).startswith(f"{f}:2: ") and message in str(exc.value)
+
+
+def test_missing_input_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot open input"):
+        list(read_records(tmp_path / "nope.jsonl"))
+
+
+def test_content_id_is_stable_and_content_derived():
+    a = content_id({"prompt": "hello", "meta": 1})
+    assert a == content_id({"prompt": "hello", "meta": 2})
+    assert a != content_id({"prompt": "hello!"})
+    assert content_id({"messages": [{"role": "user", "content": "x"}]}) == \
+        content_id({"messages": [{"content": "x", "role": "user"}]})
+
+
+def test_record_seed_depends_on_seed_record_and_purpose_only():
+    s = record_seed(1, "abc", "critique", 2)
+    assert s == record_seed(1, "abc", "critique", 2)
+    assert len({s, record_seed(2, "abc", "critique", 2), record_seed(1, "abd", "critique", 2),
+                record_seed(1, "abc", "critique", 3), record_seed(1, "abc", "revision", 2)}) == 5
+    assert 0 <= s < 2**31
+
+
+def test_read_done_ids_cuts_a_partial_last_line(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "respo')
+    assert read_done_ids(out) == {"a", "b"}
+    assert out.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'
+    assert "incomplete last line" in capsys.readouterr().err
+    assert read_done_ids(tmp_path / "missing.jsonl") == set()
+
+
+def test_batcher_yields_records_read_before_a_bad_line():
+    def records():
+        yield {"id": "1"}
+        yield {"id": "2"}
+        raise InputError("malformed JSON", where="x:3")
+
+    batches = Batcher(8)(records())
+    assert [r["id"] for r in next(batches)] == ["1", "2"]
+    with pytest.raises(InputError):
+        next(batches)
+
+
+def test_process_in_batches_error_policy():
+    def handle(batch):
+        return [RecordError("bad", where=r["id"]) if r["id"] == "2" else {**r, "ok": True}
+                for r in batch]
+
+    recs = [{"id": str(i)} for i in range(4)]
+    out = list(process_in_batches(recs, 3, "step", "skip", handle))
+    assert [r["id"] for r in out] == ["0", "1", "2", "3"]
+    assert out[2]["_cai"]["error"] == {"step": "step", "message": "2: bad"}
+    assert all(out[i]["ok"] for i in (0, 1, 3))
+
+    # An errored record passes later steps untouched.
+    again = list(process_in_batches(out, 2, "next", "skip", lambda b: [{**r, "n": 1} for r in b]))
+    assert "n" not in again[2] and again[3]["n"] == 1
+
+    emitted = []
+    with pytest.raises(RecordError):
+        for r in process_in_batches(recs, 3, "step", "fail", handle):
+            emitted.append(r["id"])
+    assert emitted == ["0", "1"]
