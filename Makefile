@@ -52,7 +52,7 @@ demo: install model
 	  | $(CAI) generate -m $(MODEL) --seed $(SEED) --max-tokens 128 \
 	  | $(CAI) revise -m $(MODEL) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens 128 \
 	  > $(DEMO)/sl.jsonl; \
-	$(CAI) format --to hf $(DEMO)/sl.jsonl > $(DEMO)/sl_hf.jsonl; \
+	$(CAI) format -q --to hf $(DEMO)/sl.jsonl > $(DEMO)/sl_hf.jsonl; \
 	secs=$$(( $$(date +%s) - start )); \
 	echo "wrote $(DEMO)/sl.jsonl ($$(wc -l < $(DEMO)/sl.jsonl) records with $(ROUNDS) rounds each) and $(DEMO)/sl_hf.jsonl in $${secs}s"; \
 	$(PY) -c "import json,sys; r=json.loads(open('$(DEMO)/sl.jsonl').readline()); print('\nprompt:', r['prompt']); print('initial:', r['init_response'][:300]); h=r['history'][-1]; print('last critique (%s):' % h['principle'], h['critique'][:300]); print('final:', r['response'][:300])"
