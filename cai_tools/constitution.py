@@ -171,14 +171,14 @@ def parse_constitution(data: object, source: str) -> Constitution:
                 fail(f"needs a non-empty string '{key}'", entry)
         principle = ex.get("principle")
         if principle is not None:
-            if principle not in by_id:
-                fail(f"principle '{principle}' is not a critique_revision id", entry)
+            if not isinstance(principle, str) or principle not in by_id:
+                fail(f"principle {principle!r} is not a critique_revision id", entry)
             crit_req = ex.get("critique_request", by_id[principle]["critique"])
             rev_req = ex.get("revision_request", by_id[principle]["revision"])
         else:
             crit_req, rev_req = ex.get("critique_request"), ex.get("revision_request")
-            if not isinstance(crit_req, str) or not isinstance(rev_req, str):
-                fail("needs 'principle' or both 'critique_request' and 'revision_request'", entry)
+        if not isinstance(crit_req, str) or not isinstance(rev_req, str):
+            fail("needs 'principle' or string 'critique_request' and 'revision_request'", entry)
         few_shot.append(FewShotExample(ex["prompt"], ex["response"], crit_req, ex["critique"],
                                        rev_req, ex["revision"]))
 

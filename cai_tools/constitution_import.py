@@ -39,6 +39,8 @@ def import_constitution(paths: list[str], name: str = "imported") -> Constitutio
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConstitutionError("file not found", where=path) from None
+        except OSError as exc:
+            raise ConstitutionError(f"cannot read: {exc.strerror}", where=path) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConstitutionError(f"not valid JSON: {exc}", where=path) from None
         fmt = detect_format(data)
@@ -76,11 +78,14 @@ def _from_llm_swarm(data: dict, path: str, merged: dict) -> None:
             "id": f"p{len(merged['critique_revision']) + 1:02d}",
             "critique": item["critic"], "revision": item["revision"]})
     chats = data.get("system_chat") or []
+    if not isinstance(chats, list):
+        raise ConstitutionError("'system_chat' must be a list of conversations", where=path)
     if chats and isinstance(chats[0], dict):  # one flat conversation
         chats = [chats]
     for i, chat in enumerate(chats):
-        turns = [m.get("content") for m in chat if isinstance(m, dict)] if isinstance(chat, list) else []
-        if len(turns) % 6 or not all(isinstance(t, str) for t in turns):
+        ok = isinstance(chat, list) and all(isinstance(m, dict) for m in chat)
+        turns = [m.get("content") for m in chat] if ok else []
+        if not ok or not turns or len(turns) % 6 or not all(isinstance(t, str) for t in turns):
             raise ConstitutionError(
                 f"system_chat[{i}]: expected groups of 6 messages (prompt, answer, critique "
                 "request, critique, revision request, revision)", where=path)

@@ -16,13 +16,15 @@ class Sampling:
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
+    top_k: int = 40
 
     def params(self, seed: int) -> SamplingParams:
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature,
-                              top_p=self.top_p, seed=seed)
+                              top_p=self.top_p, top_k=self.top_k, seed=seed)
 
     def as_dict(self) -> dict:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k}
 
 
 def generate_for(engine: Engine, records: list[dict], chats: list[list[dict]],

@@ -31,6 +31,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 SeedOpt = Annotated[int, typer.Option(help="Run seed; every record gets its own seed from it.")]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample among the K likeliest tokens (0: all).")]
 MaxTokensOpt = Annotated[int, typer.Option(help="Most new tokens per answer.")]
 CtxOpt = Annotated[int, typer.Option("--ctx", help="Context length in tokens.")]
 GpuLayersOpt = Annotated[Optional[int], typer.Option(
@@ -40,7 +41,10 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: l
 ChatFormatOpt = Annotated[Optional[str], typer.Option(
     help="Chat format for a GGUF without a chat template: a llama-cpp-python name "
          "(chatml, llama-2, ...) or a Jinja template file.")]
-BatchOpt = Annotated[int, typer.Option(help="Records handed to the engine at once.")]
+BatchOpt = Annotated[int, typer.Option(
+    help="Records handed to the engine at once (output is written per batch, in input order).")]
+ParallelOpt = Annotated[int, typer.Option(
+    help="Sequences llama.cpp decodes at once (continuous batching; KV memory grows with it).")]
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     help="Output file of an interrupted run: records whose id is in it are skipped, so "
          "'cai STEP --resume out.jsonl >> out.jsonl' continues it.")]
@@ -89,7 +93,8 @@ def cli_errors(step: str, debug: bool):
             raise typer.Exit(0) from None
         if debug:
             raise
-        print(f"cai {step}: error: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"cai {step}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         print(f"cai {step}: interrupted; the records written so far are complete "

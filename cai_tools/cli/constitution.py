@@ -33,24 +33,26 @@ def show(file: Annotated[str, typer.Argument(help="Constitution YAML file or bun
     with cli_errors("constitution show", debug):
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         c = load_constitution(file)
         console = Console()
-        console.print(f"[bold]{c.name}[/bold]  ({c.path})")
+        # Principle texts are the user's words, never rich markup: '[harmful]' must print as is.
+        console.print(Text(f"{c.name}  ({c.path})", style="bold"))
         if c.description:
-            console.print(c.description)
+            console.print(Text(c.description))
         if c.system_prompt:
-            console.print(f"[dim]system prompt:[/dim] {c.system_prompt}")
+            console.print(Text("system prompt: ", style="dim") + Text(c.system_prompt))
         table = Table("id", "weight", "critique request", "revision request",
                       title="critique/revision principles", show_lines=True)
         for p in c.critique_revision:
-            table.add_row(p.id, f"{p.weight:g}", p.critique, p.revision)
+            table.add_row(Text(p.id), f"{p.weight:g}", Text(p.critique), Text(p.revision))
         console.print(table)
         if c.judge:
             jt = Table("id", "weight", "multiple-choice principle", title="judge principles",
                        show_lines=True)
             for j in c.judge:
-                jt.add_row(j.id, f"{j.weight:g}", j.text)
+                jt.add_row(Text(j.id), f"{j.weight:g}", Text(j.text))
             console.print(jt)
         console.print(f"{len(c.few_shot)} few-shot example(s)")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from .. import critique as critique_step
 from ..constitution import load_constitution
 from ..step_common import Sampling
-from .common import (BatchOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
+from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
                      GpuLayersOpt, InputArg, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt,
-                     PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt,
+                     PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
                      TopPOpt, check_positive, cli_errors, run_records)
 from .engine_options import open_engine
 
@@ -20,12 +20,14 @@ def critique(
     seed: SeedOpt = 0,
     temperature: TemperatureOpt = 0.7,
     top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 40,
     max_tokens: MaxTokensOpt = 192,
     ctx: CtxOpt = 4096,
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
+    parallel: ParallelOpt = 8,
     chat_format: ChatFormatOpt = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
     on_error: OnErrorOpt = OnError.fail,
     quiet: QuietOpt = False,
@@ -36,6 +38,7 @@ def critique(
     console = Console("critique", quiet)
     with cli_errors("critique", debug):
         check_positive("--batch-size", batch_size)
+        check_positive("--parallel", parallel)
         const = load_constitution(constitution)
         if principle:
             const.principle(principle)
@@ -43,9 +46,10 @@ def critique(
             console.note(f"constitution {const.name} has no few-shot examples; small models "
                          "critique poorly without them")
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format)
+                             chat_format=chat_format, parallel=parallel)
         try:
-            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k)
             run_records("critique", input, lambda recs: critique_step.critique(
                 recs, engine, const, principle_id=principle, seed=seed, sampling=sampling,
                 batch_size=batch_size, on_error=on_error.value), resume=resume, quiet=quiet)

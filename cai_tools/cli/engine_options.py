@@ -7,7 +7,7 @@ from .common import Console
 
 
 def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: int | None,
-                threads: int | None, chat_format: str | None) -> Engine:
+                threads: int | None, chat_format: str | None, parallel: int = 8) -> Engine:
     """A llama.cpp engine for a GGUF file (the default model when none is named).
 
     ``fake`` names the deterministic test engine (no model; for tests and dry runs).
@@ -21,4 +21,4 @@ def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: 
 
     path = resolve_model(model, announce=console.note)
     return LlamaCppEngine(path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_threads=threads,
-                          chat_format=chat_format)
+                          chat_format=chat_format, n_parallel=parallel)

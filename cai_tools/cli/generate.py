@@ -8,9 +8,9 @@ import typer
 
 from .. import generate as generate_step
 from ..step_common import Sampling
-from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt, InputArg,
+from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt, InputArg,
                      MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, QuietOpt, ResumeOpt, SeedOpt,
-                     TemperatureOpt, ThreadsOpt, TopPOpt, check_positive, cli_errors, run_records)
+                     TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt, check_positive, cli_errors, run_records)
 from .engine_options import open_engine
 
 
@@ -22,12 +22,14 @@ def generate(
     seed: SeedOpt = 0,
     temperature: TemperatureOpt = 0.7,
     top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 40,
     max_tokens: MaxTokensOpt = 256,
     ctx: CtxOpt = 4096,
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
+    parallel: ParallelOpt = 8,
     chat_format: ChatFormatOpt = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
     on_error: OnErrorOpt = OnError.fail,
     quiet: QuietOpt = False,
@@ -39,10 +41,12 @@ def generate(
     with cli_errors("generate", debug):
         check_positive("-n", n)
         check_positive("--batch-size", batch_size)
+        check_positive("--parallel", parallel)
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format)
+                             chat_format=chat_format, parallel=parallel)
         try:
-            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k)
             run_records("generate", input, lambda recs: generate_step.generate(
                 recs, engine, n=n, sampling=sampling, seed=seed, system=system,
                 batch_size=batch_size, on_error=on_error.value), resume=resume, quiet=quiet)

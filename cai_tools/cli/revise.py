@@ -9,9 +9,9 @@ import typer
 from .. import revise as revise_step
 from ..constitution import load_constitution
 from ..step_common import Sampling
-from .common import (BatchOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
+from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
                      GpuLayersOpt, InputArg, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt,
-                     PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt,
+                     PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
                      TopPOpt, check_positive, cli_errors, run_records)
 from .engine_options import open_engine
 
@@ -29,12 +29,14 @@ def revise(
     seed: SeedOpt = 0,
     temperature: TemperatureOpt = 0.7,
     top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 40,
     max_tokens: MaxTokensOpt = 256,
     ctx: CtxOpt = 4096,
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
+    parallel: ParallelOpt = 8,
     chat_format: ChatFormatOpt = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
     on_error: OnErrorOpt = OnError.fail,
     quiet: QuietOpt = False,
@@ -45,15 +47,17 @@ def revise(
     console = Console("revise", quiet)
     with cli_errors("revise", debug):
         check_positive("--batch-size", batch_size)
+        check_positive("--parallel", parallel)
         if rounds is not None:
             check_positive("--rounds", rounds)
         const = load_constitution(constitution)
         if principle:
             const.principle(principle)
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format)
+                             chat_format=chat_format, parallel=parallel)
         try:
-            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+            sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k)
             run_records("revise", input, lambda recs: revise_step.revise(
                 recs, engine, const, rounds=rounds, principle_id=principle,
                 until_clean=until_clean, seed=seed, sampling=sampling, batch_size=batch_size,

@@ -18,6 +18,7 @@ class SamplingParams:
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
+    top_k: int = 40
     seed: int = 0
     stop: tuple[str, ...] = ()
 
