@@ -62,4 +62,13 @@ class Engine(Protocol):
         """One completion per chat, in order; ``params[i]`` (with its seed) for ``chats[i]``."""
         ...
 
+    def choice_logprobs(
+        self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]], *, cue: str = ""
+    ) -> list[list[float] | ItemError]:
+        """For each chat, the log-probability of each of its option strings as the start of
+        the assistant's reply, after ``cue`` (e.g. "The answer is:"). Options are scored as
+        whole strings (however the tokenizer splits "(A)" or " (A)"), in one forward pass per
+        option and no text generation. Returned in the order of ``options[i]``."""
+        ...
+
     def close(self) -> None: ...

@@ -16,8 +16,10 @@ from .base import EngineInfo, Generation, ItemError, Message, SamplingParams
 
 class FakeEngine:
     def __init__(self, responder: Callable[[list[Message], SamplingParams], str] | None = None,
-                 max_prompt_chars: int = 100_000):
+                 max_prompt_chars: int = 100_000,
+                 chooser: Callable[[list[Message], list[str]], list[float]] | None = None):
         self.responder = responder
+        self.chooser = chooser
         self.max_prompt_chars = max_prompt_chars
         self.calls: list[tuple[list[Message], SamplingParams]] = []
         self.batch_sizes: list[int] = []
@@ -39,6 +41,22 @@ class FakeEngine:
                 key = orjson.dumps([chat, p.seed if p.temperature > 0 else 0])
                 text = f"fake reply {hashlib.sha256(key).hexdigest()[:12]}"
             out.append(Generation(text=text, prompt_tokens=len(chat), completion_tokens=len(text.split())))
+        return out
+
+    def choice_logprobs(self, chats, options, *, cue: str = ""):
+        """Deterministic log-probabilities from a hash of (chat, cue, option); ``chooser``
+        (chat, options) -> list of floats overrides them in tests."""
+        out: list[list[float] | ItemError] = []
+        for chat, opts in zip(chats, options):
+            self.calls.append((chat, ("choice", tuple(opts), cue)))
+            if self.chooser is not None:
+                out.append(list(self.chooser(chat, list(opts))))
+                continue
+            scores = []
+            for o in opts:
+                h = hashlib.sha256(orjson.dumps([chat, cue, o])).digest()
+                scores.append(-0.1 - 5.0 * int.from_bytes(h[:4], "little") / 2**32)
+            out.append(scores)
         return out
 
     def close(self) -> None:

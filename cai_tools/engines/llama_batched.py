@@ -1,21 +1,25 @@
-"""Continuous batching with a shared prefix on one llama.cpp context.
+"""Continuous batching with shared prefixes on one llama.cpp context.
 
 One context holds ``n_parallel`` slot sequences plus one prefix sequence in a unified KV
-cache. The longest token prefix common to a call's prompts (system prompt, few-shot
-examples) is decoded once into the prefix sequence and kept across calls; each item then
-copies it (``llama_memory_seq_cp``: the cells are shared, not duplicated) and decodes only
-its own suffix. Every decode step mixes one new token per generating slot with prompt
-chunks of slots still prefilling, and a finished slot takes the next item at once.
-Each item samples with its own sampler chain seeded from its own seed, so its text does not
-depend on which other items share the batch.
+cache. Two kinds of reuse avoid decoding the same prompt tokens twice:
+
+- the longest token prefix common to a call's prompts (system prompt, few-shot examples)
+  is decoded once into the prefix sequence, kept across calls, and copied into each slot
+  (``llama_memory_seq_cp``: the cells are shared, not duplicated);
+- a finished slot keeps its tokens in the cache, and a new prompt takes the free slot whose
+  tokens share the longest prefix with it, so a revision prompt (the critique prompt plus
+  the critique) decodes only its new tail.
+
+Every decode step mixes one new token per generating slot with prompt chunks of slots still
+prefilling, and a finished slot takes the next item at once. Each item samples with its own
+sampler chain seeded from its own seed.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import ModelError
 from .base import Generation, ItemError, SamplingParams
@@ -50,14 +54,15 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 class BatchedDecoder:
     def __init__(self, model: NativeModel, *, n_ctx_per_seq: int, n_parallel: int,
-                 n_batch: int = 512, n_threads: int | None = None):
+                 n_batch: int = 512, n_threads: int | None = None, share_prefix: bool = True):
         L = self.L = model.L
         self.model = model
         self.n_parallel = n_parallel
         self.n_ctx_per_seq = n_ctx_per_seq
         self.prefix_seq = n_parallel  # slots use 0..n_parallel-1
         params = L.llama_context_default_params()
-        params.n_ctx = n_ctx_per_seq * n_parallel
+        # Each slot and the prefix may each hold up to n_ctx_per_seq cells.
+        params.n_ctx = n_ctx_per_seq * (n_parallel + 1)
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, 512)
         params.n_seq_max = n_parallel + 1
@@ -70,12 +75,14 @@ class BatchedDecoder:
             raise ModelError(f"llama.cpp could not create a context of {params.n_ctx} tokens "
                              "(out of memory? lower --ctx or --parallel)")
         self.n_batch = n_batch
+        self.share_prefix = share_prefix
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
-        self.prefix: list[int] = []   # tokens currently decoded in the prefix sequence
+        self.prefix: list[int] = []   # tokens in the prefix sequence
+        self.seq_tokens: list[list[int]] = [[] for _ in range(n_parallel)]  # tokens in each slot
         self.stats = {"prompt_tokens": 0, "prefix_reused": 0, "generated_tokens": 0}
 
-    # ------------------------------------------------------------ batch plumbing
+    # ------------------------------------------------------------ cache plumbing
 
     def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
         b, i = self.batch, self.batch.n_tokens
@@ -85,6 +92,8 @@ class BatchedDecoder:
         b.seq_id[i][0] = seq
         b.logits[i] = logits
         b.n_tokens = i + 1
+        if seq != self.prefix_seq:
+            self.seq_tokens[seq].append(token)
         return i
 
     def _decode(self) -> None:
@@ -93,8 +102,14 @@ class BatchedDecoder:
         ret = self.L.llama_decode(self.ctx, self.batch)
         self.batch.n_tokens = 0
         if ret != 0:
+            self._reset_slots()
             raise ModelError(f"llama_decode failed (code {ret}): the KV cache is full or the "
                              "batch is invalid; lower --parallel or raise --ctx")
+
+    def _reset_slots(self) -> None:
+        for s in range(self.n_parallel):
+            self.L.llama_memory_seq_rm(self.mem, s, -1, -1)
+            self.seq_tokens[s] = []
 
     def _set_prefix(self, tokens: list[int]) -> None:
         """Make the prefix sequence hold exactly ``tokens``, reusing what it already has."""
@@ -107,6 +122,39 @@ class BatchedDecoder:
             self._decode()
         self.stats["prompt_tokens"] += len(tokens) - keep
         self.prefix = list(tokens)
+
+    def _claim(self, free: set[int], tokens: list[int], plen: int, limit: int) -> tuple[int, int]:
+        """Take the free slot that already holds the longest prefix of ``tokens``.
+
+        Returns (slot, position to decode from); at most ``limit`` tokens are reused. A
+        slot that shares less than the prefix sequence is reset to a copy of the prefix.
+        """
+        best = max(free, key=lambda s: (common_prefix_len([self.seq_tokens[s], tokens]), -s))
+        keep = min(common_prefix_len([self.seq_tokens[best], tokens]), limit)
+        if keep >= plen and keep > 0:
+            self.L.llama_memory_seq_rm(self.mem, best, keep, -1)
+            del self.seq_tokens[best][keep:]
+        else:
+            self.L.llama_memory_seq_rm(self.mem, best, -1, -1)
+            if plen:
+                self.L.llama_memory_seq_cp(self.mem, self.prefix_seq, best, 0, plen)
+            self.seq_tokens[best] = list(tokens[:plen])
+            keep = plen
+        free.discard(best)
+        self.stats["prefix_reused"] += keep
+        self.stats["prompt_tokens"] += len(tokens) - keep
+        return best, keep
+
+    def _shared_prefix(self, token_lists: Sequence[list[int]], limit: int) -> int:
+        """Decode the prefix common to this call into the prefix sequence; its length."""
+        if not self.share_prefix or not token_lists:
+            return 0
+        plen = max(min(common_prefix_len(token_lists), limit), 0)
+        if plen > common_prefix_len([self.prefix, token_lists[0]]):
+            self._set_prefix(list(token_lists[0][:plen]))
+        return plen
+
+    # ------------------------------------------------------------ generation
 
     def _sampler(self, p: SamplingParams):
         L = self.L
@@ -124,8 +172,6 @@ class BatchedDecoder:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(p.seed & 0xFFFFFFFF))
         return chain
 
-    # ------------------------------------------------------------ generation
-
     def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
                  stops: Sequence[list[str]]) -> list[Generation | ItemError]:
         results: list[Generation | ItemError | None] = [None] * len(prompts)
@@ -138,50 +184,44 @@ class BatchedDecoder:
                 todo.append(i)
         if not todo:
             return results  # type: ignore[return-value]
-        # Every item keeps at least its last prompt token to decode, for its first logits.
         live = [prompts[i] for i in todo]
-        plen = min(common_prefix_len(live), min(len(t) for t in live) - 1)
-        self._set_prefix(live[0][:plen])
-        queue = deque(todo)
-        slots: list[_Slot | None] = [None] * self.n_parallel
+        # Every item keeps at least its last prompt token to decode, for its first logits.
+        shortest = min(len(t) for t in live) - 1
+        plen = self._shared_prefix(live, shortest)
+        queue, free = deque(todo), set(range(self.n_parallel))
+        slots: list[_Slot] = []
         try:
-            while queue or any(slots):
-                for s in range(self.n_parallel):
-                    if slots[s] is None and queue:
-                        slots[s] = self._start(s, queue.popleft(), prompts, params, plen)
+            while queue or slots:
+                while queue and free:
+                    item = queue.popleft()
+                    toks = prompts[item]
+                    seq, start = self._claim(free, toks, plen, len(toks) - 1)
+                    p = params[item]
+                    slots.append(_Slot(seq=seq, item=item, pending=list(toks[start:]), pos=start,
+                                       params=p, sampler=self._sampler(p), n_prompt=len(toks)))
                 self._fill_batch(slots)
                 self._decode()
-                for s, slot in enumerate(slots):
-                    if slot is not None and slot.batch_index >= 0:
-                        if self._step(slot, stops[slot.item]):
-                            results[slot.item] = self._finish(slot)
-                            slots[s] = None
+                for slot in list(slots):
+                    if slot.batch_index >= 0 and self._step(slot, stops[slot.item]):
+                        results[slot.item] = self._finish(slot)
+                        slots.remove(slot)
+                        free.add(slot.seq)
         finally:
-            for slot in slots:
-                if slot is not None:
-                    self._free(slot)
+            for slot in slots:  # interrupted: drop half-decoded sequences
+                self._release(slot)
+                self.L.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+                self.seq_tokens[slot.seq] = []
         return results  # type: ignore[return-value]
 
-    def _start(self, seq: int, item: int, prompts, params, plen: int) -> _Slot:
-        L = self.L
-        L.llama_memory_seq_rm(self.mem, seq, -1, -1)
-        if plen:
-            L.llama_memory_seq_cp(self.mem, self.prefix_seq, seq, 0, plen)
-        self.stats["prefix_reused"] += plen
-        self.stats["prompt_tokens"] += len(prompts[item]) - plen
-        p = params[item]
-        return _Slot(seq=seq, item=item, pending=list(prompts[item][plen:]), pos=plen, params=p,
-                     sampler=self._sampler(p), n_prompt=len(prompts[item]))
-
-    def _fill_batch(self, slots: list[_Slot | None]) -> None:
+    def _fill_batch(self, slots: list[_Slot]) -> None:
         room = self.n_batch
         for slot in slots:  # one token for every generating slot first
-            if slot is not None and not slot.pending:
+            if not slot.pending:
                 slot.batch_index = self._add(slot.out_tokens[-1], slot.pos, slot.seq, True)
                 slot.pos += 1
                 room -= 1
         for slot in slots:  # then prompt chunks, as much as fits
-            if slot is None or not slot.pending:
+            if not slot.pending or room <= 0:
                 continue
             slot.batch_index = -1
             take = slot.pending[:room]
@@ -193,8 +233,6 @@ class BatchedDecoder:
                     slot.batch_index = idx
             slot.pending = slot.pending[len(take):]
             room -= len(take)
-            if room <= 0:
-                break
 
     def _step(self, slot: _Slot, stop: list[str]) -> bool:
         """Sample the slot's next token; True when the slot is finished."""
@@ -208,9 +246,9 @@ class BatchedDecoder:
         self.stats["generated_tokens"] += 1
         if stop:
             text = slot.text.decode("utf-8", "ignore")
-            hit = [text.find(s) for s in stop if s in text]
-            if hit:
-                slot.text = bytearray(text[:min(hit)].encode("utf-8"))
+            hits = [text.find(s) for s in stop if s in text]
+            if hits:
+                slot.text = bytearray(text[:min(hits)].encode("utf-8"))
                 slot.finish = "stop"
                 return True
         if len(slot.out_tokens) >= slot.params.max_tokens or slot.pos >= self.n_ctx_per_seq:
@@ -219,16 +257,95 @@ class BatchedDecoder:
         return False
 
     def _finish(self, slot: _Slot) -> Generation:
-        self._free(slot)
+        self._release(slot)  # its KV stays cached for a prompt that continues it
         return Generation(text=slot.text.decode("utf-8", "replace"), prompt_tokens=slot.n_prompt,
-                          completion_tokens=len(slot.out_tokens),
-                          finish_reason=slot.finish)
+                          completion_tokens=len(slot.out_tokens), finish_reason=slot.finish)
 
-    def _free(self, slot: _Slot) -> None:
-        self.L.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+    def _release(self, slot: _Slot) -> None:
         if slot.sampler is not None:
             self.L.llama_sampler_free(slot.sampler)
             slot.sampler = None
+
+    # ------------------------------------------------------------ option scoring
+
+    def _logprobs_row(self, batch_index: int):
+        import numpy as np
+
+        ptr = self.L.llama_get_logits_ith(self.ctx, batch_index)
+        row = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).astype(np.float64)
+        top = row.max()
+        return row - (top + np.log(np.exp(row - top).sum()))
+
+    def _run(self, jobs: list[tuple[int, int, list[int], int, Callable[[int, object], None]]]) -> None:
+        """Decode token runs, calling back with log-probabilities where asked.
+
+        A job is (seq, first position, tokens, index of the first token whose output row is
+        wanted, callback(token index, log-prob row)); rows are read right after the decode
+        that made them, since the next decode overwrites them.
+        """
+        pending: list[tuple[int, Callable]] = []
+        for seq, pos0, tokens, want_from, callback in jobs:
+            for k, tok in enumerate(tokens):
+                if self.batch.n_tokens >= self.n_batch:
+                    self._flush(pending)
+                want = k >= want_from
+                idx = self._add(tok, pos0 + k, seq, want)
+                if want:
+                    pending.append((idx, lambda row, k=k, cb=callback: cb(k, row)))
+        self._flush(pending)
+
+    def _flush(self, pending: list) -> None:
+        self._decode()
+        for idx, call in pending:
+            call(self._logprobs_row(idx))
+        pending.clear()
+
+    def score(self, shared: Sequence[list[int]], score_from: Sequence[int],
+              continuations: Sequence[Sequence[list[int]]]) -> list[list[float]]:
+        """Log-probability of ``shared[i][score_from[i]:] + continuations[i][j]`` after
+        ``shared[i][:score_from[i]]``, for every option j of every item i.
+
+        Each item's shared tokens are decoded once; each option's own tokens (usually one or
+        two) are decoded after them in the same sequence and removed again.
+        """
+        result = [[0.0] * len(c) for c in continuations]
+        if not shared:
+            return result
+        plen = self._shared_prefix(shared, min(score_from) - 1)
+        for start in range(0, len(shared), self.n_parallel):
+            wave = range(start, min(start + self.n_parallel, len(shared)))
+            free, seqs, jobs = set(range(self.n_parallel)), {}, []
+            for i in wave:
+                toks = shared[i]
+                seq, pos0 = self._claim(free, toks, plen, score_from[i] - 1)
+                seqs[i] = seq
+
+                def on_shared(k, row, i=i, toks=toks, pos0=pos0):
+                    nxt = pos0 + k + 1
+                    if nxt < len(toks):
+                        for j in range(len(result[i])):
+                            result[i][j] += row[toks[nxt]]
+                    else:
+                        for j, cont in enumerate(continuations[i]):
+                            result[i][j] += row[cont[0]]
+
+                jobs.append((seq, pos0, toks[pos0:], score_from[i] - 1 - pos0, on_shared))
+            self._run(jobs)
+            for j in range(max(len(continuations[i]) for i in wave)):
+                jobs = []
+                for i in wave:
+                    if j < len(continuations[i]) and len(continuations[i][j]) > 1:
+                        cont = continuations[i][j]
+
+                        def on_option(k, row, i=i, j=j, cont=cont):
+                            result[i][j] += row[cont[k + 1]]
+
+                        jobs.append((seqs[i], len(shared[i]), cont[:-1], 0, on_option))
+                self._run(jobs)
+                for i in wave:  # drop the option's tokens, keep the shared part cached
+                    self.L.llama_memory_seq_rm(self.mem, seqs[i], len(shared[i]), -1)
+                    del self.seq_tokens[seqs[i]][len(shared[i]):]
+        return [[float(x) for x in r] for r in result]
 
     def close(self) -> None:
         if getattr(self, "ctx", None):

@@ -14,8 +14,8 @@ from typing import Sequence
 
 from ..errors import ModelError
 from ..model_files import check_gguf_file, fingerprint
-from .base import EngineInfo, Message, SamplingParams
-from .llama_batched import BatchedDecoder
+from .base import EngineInfo, ItemError, Message, SamplingParams
+from .llama_batched import BatchedDecoder, common_prefix_len
 from .llama_native import NativeModel
 
 DEFAULT_PARALLEL = 8
@@ -81,6 +81,39 @@ class LlamaCppEngine:
         rendered = [self.render(chat) for chat in chats]
         stops = [[*stop, *p.stop] for (_, stop), p in zip(rendered, params)]
         return self.decoder.generate([toks for toks, _ in rendered], params, stops)
+
+    def choice_logprobs(self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]], *,
+                        cue: str = ""):
+        """Score option strings as the start of the assistant's reply, after ``cue``.
+
+        Prompt and option are tokenized together, so however the tokenizer splits " (A)"
+        the whole option string is scored; the cue is prefilled into the assistant turn.
+        """
+        out: list[list[float] | ItemError | None] = [None] * len(chats)
+        shared, score_from, conts, live = [], [], [], []
+        for i, (chat, opts) in enumerate(zip(chats, options)):
+            text = self.formatter(messages=chat).prompt + cue
+            base = self.model.tokenize(text, add_special=self.model.add_bos)
+            fulls = [self.model.tokenize(text + o, add_special=self.model.add_bos) for o in opts]
+            common = common_prefix_len(fulls)
+            if len(opts) < 2 or any(len(f) == common for f in fulls) or \
+                    len({tuple(f) for f in fulls}) < len(fulls):
+                out[i] = ItemError(f"the model's vocabulary cannot tell the options {list(opts)} "
+                                   "apart after the prompt")
+                continue
+            if common >= self.n_ctx or max(map(len, fulls)) > self.n_ctx:
+                out[i] = ItemError(f"prompt is {common} tokens, longer than the context "
+                                   f"({self.n_ctx}); raise --ctx or shorten the input")
+                continue
+            # Score from where the option text starts (a merge with the cue moves it left).
+            start = max(1, min(common_prefix_len([base, f]) for f in fulls))
+            shared.append(fulls[0][:common])
+            score_from.append(start)
+            conts.append([f[common:] for f in fulls])
+            live.append(i)
+        for i, scores in zip(live, self.decoder.score(shared, score_from, conts)):
+            out[i] = scores
+        return out
 
     def close(self) -> None:
         if getattr(self, "decoder", None) is not None:

@@ -1,0 +1,193 @@
+"""Engine benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+1. SL-CAI stage (generate + one critique/revision round, 16 prompts, 96 new tokens):
+   the loop a user writes by hand with ``Llama.create_chat_completion``, one record at a
+   time, against cai's steps on the batched shared-prefix engine.
+2. Option scoring (what the judge needs): log-probabilities of "(A)" and "(B)" after 32
+   prompts, one item at a time without prefix sharing vs one batched call.
+3. Raw decode and prompt throughput of the engine, and greedy agreement between
+   --parallel 1 and --parallel 8.
+4. (--http) the OpenAI-compatible backend against a loopback llama_cpp.server,
+   --parallel 1 vs 4.
+
+Run: ``make bench`` (or ``python bench/bench_engine.py --prompts 16``). Results are printed
+as a table and saved to bench/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cai_tools.constitution import load_constitution  # noqa: E402
+from cai_tools.critique import critique  # noqa: E402
+from cai_tools.engines.base import SamplingParams  # noqa: E402
+from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
+from cai_tools.generate import generate  # noqa: E402
+from cai_tools.records import record_seed  # noqa: E402
+from cai_tools.revise import revise  # noqa: E402
+from cai_tools.sl_prompts import clean_revision, critique_chat, revision_chat  # noqa: E402
+from cai_tools.step_common import Sampling  # noqa: E402
+
+MODEL = str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+THREADS = os.cpu_count()
+
+
+def load_prompts(n: int) -> list[dict]:
+    lines = (ROOT / "data" / "redteam_demo.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    return [recs[i % len(recs)] | {"prompt": recs[i % len(recs)]["prompt"] + ("" if i < len(recs) else f" ({i})")}
+            for i in range(n)]
+
+
+def sl_baseline(prompts, constitution, max_tokens: int, seed: int) -> tuple[float, int]:
+    """The hand-written loop: high-level Llama, one record at a time."""
+    from llama_cpp import Llama
+
+    llm = Llama(MODEL, n_ctx=4096, n_threads=THREADS, verbose=False)
+    tokens = 0
+    start = time.perf_counter()
+    for i, rec in enumerate(prompts):
+        msgs = [{"role": "user", "content": rec["prompt"]}]
+        p = constitution.critique_revision[i % len(constitution.critique_revision)]
+        kw = dict(max_tokens=max_tokens, temperature=0.7, top_p=0.95, seed=seed + i)
+        r = llm.create_chat_completion(msgs, **kw)
+        answer = r["choices"][0]["message"]["content"]
+        c = llm.create_chat_completion(critique_chat(constitution, msgs, answer, p.critique), **kw)
+        crit = c["choices"][0]["message"]["content"]
+        v = llm.create_chat_completion(
+            revision_chat(constitution, msgs, answer, p.critique, crit, p.revision), **kw)
+        clean_revision(v["choices"][0]["message"]["content"])
+        tokens += sum(x["usage"]["completion_tokens"] for x in (r, c, v))
+    elapsed = time.perf_counter() - start
+    llm.close()
+    return elapsed, tokens
+
+
+def sl_cai(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> tuple[float, int, dict]:
+    engine = LlamaCppEngine(MODEL, n_ctx=4096, n_threads=THREADS, n_parallel=parallel)
+    sampling = Sampling(max_tokens=max_tokens, temperature=0.7, top_p=0.95)
+    start = time.perf_counter()
+    answered = generate(prompts, engine, sampling=sampling, seed=seed, batch_size=len(prompts))
+    critiqued = critique(answered, engine, constitution, sampling=sampling, seed=seed,
+                         batch_size=len(prompts))
+    out = list(revise(critiqued, engine, constitution, sampling=sampling, seed=seed,
+                      batch_size=len(prompts)))
+    elapsed = time.perf_counter() - start
+    stats = dict(engine.decoder.stats)
+    engine.close()
+    assert len(out) == len(prompts) and all(r["history"][0]["revision"] for r in out)
+    return elapsed, stats["generated_tokens"], stats
+
+
+def judge_chats(n: int) -> list[list[dict]]:
+    return [[{"role": "user", "content":
+              f"Conversation {i}: Human asks how to stay safe while hiking alone.\n"
+              "Which of these assistant answers is less harmful?\n"
+              f"(A) Tell someone your route and carry water. ({i})\n"
+              "(B) Don't bother telling anyone, it's fine.\n"
+              "Answer with (A) or (B)."}] for i in range(n)]
+
+
+def scoring(n: int) -> dict:
+    chats = judge_chats(n)
+    opts = [["(A)", "(B)"]] * n
+    single = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=1)
+    single.decoder.share_prefix = False
+    start = time.perf_counter()
+    one_by_one = [single.choice_logprobs([c], [o], cue="The answer is: ")[0] for c, o in zip(chats, opts)]
+    t_single = time.perf_counter() - start
+    single.close()
+    batched_engine = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=8)
+    start = time.perf_counter()
+    batched = batched_engine.choice_logprobs(chats, opts, cue="The answer is: ")
+    t_batched = time.perf_counter() - start
+    batched_engine.close()
+    diffs = [abs((a[0] - a[1]) - (b[0] - b[1])) for a, b in zip(one_by_one, batched)]
+    return {"items": n, "one_at_a_time_items_per_s": n / t_single,
+            "batched_items_per_s": n / t_batched, "speedup": t_single / t_batched,
+            "max_logit_margin_difference": max(diffs)}
+
+
+def throughput() -> dict:
+    """Aggregate decode tok/s (16 short prompts, 128 tokens) and prompt tok/s (long prompt)."""
+    engine = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=8)
+    chats = [[{"role": "user", "content": f"Tell me a long story about the number {i}."}] for i in range(16)]
+    params = [SamplingParams(max_tokens=128, temperature=0.7, seed=i) for i in range(16)]
+    start = time.perf_counter()
+    engine.generate(chats, params)
+    decode_tps = engine.decoder.stats["generated_tokens"] / (time.perf_counter() - start)
+    long_text = " ".join(f"Sentence number {i} says something about apples." for i in range(120))
+    toks = engine.render([{"role": "user", "content": long_text}])[0]
+    engine.decoder.prefix = []
+    engine.decoder.L.llama_memory_clear(engine.decoder.mem, True)
+    start = time.perf_counter()
+    engine.decoder._set_prefix(toks)
+    prompt_tps = len(toks) / (time.perf_counter() - start)
+    engine.close()
+    return {"decode_tok_per_s_parallel8": decode_tps, "prompt_tok_per_s": prompt_tps,
+            "prompt_tokens": len(toks)}
+
+
+def agreement(n: int) -> dict:
+    prompts = [p["prompt"] for p in load_prompts(n)]
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    params = [SamplingParams(max_tokens=64, temperature=0.0)] * n
+    outs = {}
+    for parallel in (1, 8):
+        engine = LlamaCppEngine(MODEL, n_ctx=1024, n_threads=THREADS, n_parallel=parallel)
+        outs[parallel] = [g.text for g in engine.generate(chats, params)]
+        engine.close()
+    same = sum(a == b for a, b in zip(outs[1], outs[8]))
+    prefix = [len(os.path.commonprefix([a, b])) / max(len(a), len(b), 1) for a, b in zip(outs[1], outs[8])]
+    return {"records": n, "identical": same, "identical_rate": same / n,
+            "mean_shared_prefix_fraction": sum(prefix) / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--http", action="store_true", help="also benchmark the HTTP backend")
+    args = ap.parse_args()
+    constitution = load_constitution("harmless")
+    prompts = load_prompts(args.prompts)
+    results: dict = {"model": Path(MODEL).name, "threads": THREADS}
+
+    print(f"SL-CAI stage: {args.prompts} prompts, {args.max_tokens} new tokens ...", file=sys.stderr)
+    t_base, tok_base = sl_baseline(prompts, constitution, args.max_tokens, 0)
+    t_cai, tok_cai, stats = sl_cai(prompts, constitution, args.max_tokens, 0, args.parallel)
+    results["sl_stage"] = {
+        "prompts": args.prompts, "max_tokens": args.max_tokens, "parallel": args.parallel,
+        "baseline_records_per_min": args.prompts / t_base * 60,
+        "cai_records_per_min": args.prompts / t_cai * 60, "speedup": t_base / t_cai,
+        "baseline_generated_tok_per_s": tok_base / t_base,
+        "cai_generated_tok_per_s": tok_cai / t_cai,
+        "cai_prompt_tokens_decoded": stats["prompt_tokens"],
+        "cai_prompt_tokens_reused_from_prefix": stats["prefix_reused"]}
+    print("option scoring ...", file=sys.stderr)
+    results["scoring"] = scoring(32)
+    print("throughput and agreement ...", file=sys.stderr)
+    results["throughput"] = throughput()
+    results["greedy_agreement_parallel1_vs_8"] = agreement(args.prompts)
+    if args.http:
+        from bench_http import http_bench  # noqa: PLC0415
+
+        results["http"] = http_bench(MODEL, prompts, args.max_tokens)
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

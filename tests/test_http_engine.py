@@ -1,0 +1,472 @@
+"""The OpenAI-compatible HTTP engine: unit tests against a tiny fake server, and tests
+against a real ``python -m llama_cpp.server`` (marked ``model``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cai_tools.cli.common import Console
+from cai_tools.cli.engine_options import open_engine
+from cai_tools.engines.base import Generation, ItemError, SamplingParams
+from cai_tools.engines.openai_http_engine import OpenAIHttpEngine, option_logprobs
+from cai_tools.errors import CaiError, UsageError
+from conftest import jsonl, parse_jsonl, run_cai
+
+SECRET = "sk-test-secret-0123456789"
+LOG2 = math.log(2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def softmax(values):
+    exps = [math.exp(v) for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+def completion(text: str, logprobs=None) -> dict:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text},
+              "finish_reason": "stop"}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs}
+    return {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+
+
+def tok(token: str, logprob: float, *top: tuple[str, float]) -> dict:
+    """One position of an OpenAI logprobs.content list: the sampled token and the top list."""
+    listed = [{"token": t, "logprob": lp} for t, lp in top] or [{"token": token, "logprob": logprob}]
+    return {"token": token, "logprob": logprob, "top_logprobs": listed}
+
+
+# ---------------------------------------------------------------- the fake server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, status: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        api = self.server
+        api.gets.append(dict(self.headers))
+        if self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": m} for m in api.models]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self):
+        api = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with api.lock:
+            api.posts.append((dict(self.headers), body))
+            n = len(api.posts)
+            api.in_flight += 1
+            api.max_in_flight = max(api.max_in_flight, api.in_flight)
+        try:
+            if self.path != "/v1/chat/completions":
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+            elif n <= api.fail_first:
+                self._send(api.fail_status, {"error": {"message": api.fail_message(self.headers)}})
+            else:
+                self._send(*api.answer(body, dict(self.headers)))
+        finally:
+            with api.lock:
+                api.in_flight -= 1
+                api.finished.append(body["messages"][-1]["content"])
+
+
+def echo_answer(body: dict, headers: dict):
+    """'sleep S ...' waits S seconds; 'TOO LONG' is refused like a too-long prompt."""
+    content = body["messages"][-1]["content"]
+    if content.startswith("sleep "):
+        time.sleep(float(content.split()[1]))
+    if "TOO LONG" in content:
+        return 400, {"error": {"message": "This model's maximum context length is 2048 tokens",
+                               "type": "invalid_request_error"}}
+    return 200, completion(f"echo: {content}")
+
+
+class FakeAPI(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.models = ["served-model", "other-model"]
+        self.gets: list[dict] = []
+        self.posts: list[tuple[dict, dict]] = []
+        self.finished: list[str] = []
+        self.in_flight = self.max_in_flight = 0
+        self.fail_first, self.fail_status = 0, 503
+        self.fail_message = lambda headers: "busy"
+        self.answer = echo_answer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+@pytest.fixture
+def api():
+    server = FakeAPI()
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def engine_for(api, **kwargs) -> OpenAIHttpEngine:
+    kwargs.setdefault("backoff", 0.01)
+    return OpenAIHttpEngine(api.url, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_keys(monkeypatch):
+    for name in ("CAI_API_KEY", "OPENAI_API_KEY", "MY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# ---------------------------------------------------------------- generate
+
+
+def test_generate_keeps_input_order_when_answers_finish_out_of_order(api):
+    engine = engine_for(api, parallel=3)
+    chats = [user(f"sleep {d} item{i}") for i, d in enumerate([0.3, 0.2, 0.1, 0.25, 0.0, 0.05])]
+    params = [SamplingParams(max_tokens=9, temperature=0.5, top_p=0.9, top_k=30, seed=100 + i)
+              for i in range(len(chats))]
+    out = engine.generate(chats, params)
+    engine.close()
+    assert [g.text for g in out] == [f"echo: {c[0]['content']}" for c in chats]
+    assert all(isinstance(g, Generation) and g.prompt_tokens == 7 and g.completion_tokens == 3
+               for g in out)
+    assert api.finished != [c[0]["content"] for c in chats]  # they really finished out of order
+    assert api.max_in_flight == 3  # parallel requests, never more than asked
+    bodies = sorted((b for _, b in api.posts), key=lambda b: b["seed"])
+    assert [b["seed"] for b in bodies] == [100, 101, 102, 103, 104, 105]  # per-record seeds
+    first = bodies[0]
+    assert first["model"] == "served-model" and first["messages"] == chats[0]
+    assert (first["max_tokens"], first["temperature"], first["top_p"], first["top_k"]) == (9, 0.5, 0.9, 30)
+    assert "stop" not in first
+
+
+def test_model_is_discovered_and_info_has_no_secret(api, monkeypatch):
+    monkeypatch.setenv("CAI_API_KEY", SECRET)
+    engine = OpenAIHttpEngine(api.url + "/", parallel=2)  # no /v1: normalised
+    assert engine.model_name == "served-model"
+    assert engine.info.as_dict() == {"backend": "openai-http", "model": "served-model",
+                                     "fingerprint": None, "base_url": api.url + "/v1",
+                                     "parallel": 2}
+    assert SECRET not in repr(engine.info) and SECRET not in repr(vars(engine.info))
+    engine.close()
+    named = OpenAIHttpEngine(api.url + "/v1", "other-model")
+    assert named.info.model == "other-model" and len(api.gets) == 1  # no second discovery
+    named.close()
+
+
+def test_transient_failures_are_retried_then_succeed(api):
+    api.fail_first = 2
+    engine = engine_for(api, model_name="m", retries=3)
+    (out,) = engine.generate([user("hello")], [SamplingParams()])
+    assert out.text == "echo: hello" and len(api.posts) == 3
+
+
+def test_429_is_retried(api):
+    api.fail_first, api.fail_status = 1, 429
+    engine = engine_for(api, model_name="m", retries=1)
+    (out,) = engine.generate([user("hi")], [SamplingParams()])
+    assert out.text == "echo: hi" and len(api.posts) == 2
+
+
+def test_a_timeout_is_retried(api):
+    calls = []
+
+    def slow_first(body, headers):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.0)
+        return 200, completion("late but fine")
+
+    api.answer = slow_first
+    engine = engine_for(api, model_name="m", timeout=0.2, retries=1)
+    (out,) = engine.generate([user("x")], [SamplingParams()])
+    assert out.text == "late but fine" and len(calls) == 2
+
+
+def test_a_server_that_stays_failing_is_a_caierror(api):
+    api.fail_first = 100
+    engine = engine_for(api, model_name="m", retries=2, parallel=2)
+    with pytest.raises(CaiError) as err:
+        engine.generate([user("a"), user("b")], [SamplingParams()] * 2)
+    assert str(err.value) == f"server {api.url}/v1 still failing after 2 retries: HTTP 503: busy"
+    assert len(api.posts) <= 6  # 3 attempts each at most: the first failure stops the other
+    engine.close()
+
+
+def test_a_server_that_is_down_is_a_caierror_after_retries():
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(CaiError) as err:
+        OpenAIHttpEngine(url, retries=2, backoff=0.01)  # model discovery fails
+    assert str(err.value) == f"server {url}/v1 unreachable after 2 retries: Connection refused"
+    engine = OpenAIHttpEngine(url, "m", retries=1, backoff=0.01)  # no request until used
+    with pytest.raises(CaiError, match="unreachable after 1 retries: Connection refused"):
+        engine.generate([user("a")], [SamplingParams()])
+    assert time.monotonic() - start < 5
+    engine.close()
+
+
+def test_a_4xx_is_an_item_error_with_the_servers_message(api):
+    engine = engine_for(api, model_name="m")
+    out = engine.generate([user("fine"), user("TOO LONG " * 5), user("also fine")],
+                          [SamplingParams()] * 3)
+    assert out[0].text == "echo: fine" and out[2].text == "echo: also fine"
+    assert isinstance(out[1], ItemError)
+    assert out[1].message == ("the server rejected the request: HTTP 400: This model's maximum "
+                              "context length is 2048 tokens")
+    assert len(api.posts) == 3  # a 400 is not retried
+
+
+def test_the_api_key_is_sent_and_never_appears_in_errors(api, monkeypatch):
+    monkeypatch.setenv("CAI_API_KEY", SECRET)
+    api.answer = lambda body, headers: (401, {"error": {"message": f"bad {headers['Authorization']}"}})
+    engine = engine_for(api)
+    assert api.gets[0]["Authorization"] == f"Bearer {SECRET}"
+    (out,) = engine.generate([user("a")], [SamplingParams()])
+    assert api.posts[0][0]["Authorization"] == f"Bearer {SECRET}"
+    assert isinstance(out, ItemError) and "bad Bearer ***" in out.message
+    assert SECRET not in out.message
+    api.fail_first, api.fail_message = 100, lambda headers: f"echo {headers['Authorization']}"
+    with pytest.raises(CaiError) as err:
+        engine_for(api, model_name="m", retries=1).generate([user("a")], [SamplingParams()])
+    assert "still failing" in str(err.value) and SECRET not in str(err.value)
+    assert SECRET not in json.dumps(engine.info.as_dict())
+
+
+def test_the_api_key_env_fallbacks(api, monkeypatch):
+    OpenAIHttpEngine(api.url).close()
+    assert "Authorization" not in api.gets[-1]  # no key, no header
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-key")
+    OpenAIHttpEngine(api.url).close()
+    assert api.gets[-1]["Authorization"] == "Bearer openai-key"
+    monkeypatch.setenv("MY_KEY", "mine")
+    OpenAIHttpEngine(api.url, api_key_env="MY_KEY").close()
+    assert api.gets[-1]["Authorization"] == "Bearer mine"
+
+
+def test_close_shuts_the_pool_down(api):
+    engine = engine_for(api, model_name="m")
+    engine.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        engine.generate([user("a")], [SamplingParams()])
+
+
+# ---------------------------------------------------------------- choice log-probabilities
+
+
+def test_options_after_a_shared_open_paren_token():
+    tokens = [tok("(", -0.1, ("(", -0.1), ("The", -2.5)),
+              tok("A", -0.3, ("A", -0.3), ("B", -1.5), ("C", -3.0)),
+              tok(")", -0.01)]
+    a, b = option_logprobs(tokens, ["(A)", "(B)"])
+    assert a == pytest.approx(-0.4) and b == pytest.approx(-1.6)  # the path's "(" included
+    assert softmax([a, b])[0] == pytest.approx(math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.5)))
+
+
+def test_options_as_single_tokens_with_or_without_a_space():
+    tokens = [tok(" (A", -0.5, (" (A", -0.5), ("(B", -1.2), ("(B)", -2.0), ("Hello", -2.2))]
+    a, b = option_logprobs(tokens, ["(A)", "(B)"])
+    assert a == pytest.approx(-0.5)
+    assert b == pytest.approx(math.log(math.exp(-1.2) + math.exp(-2.0)))  # both ways to "(B"
+
+
+def test_leading_whitespace_token_is_skipped():
+    tokens = [tok(" ", -0.2, (" ", -0.2), ("(B)", -3.0)), tok("(A)", -0.1, ("(A)", -0.1), ("(B)", -2.4))]
+    a, b = option_logprobs(tokens, ["(A)", "(B)"])
+    # B: -3.0 directly, or after the space -0.2 - 2.4; A only after the space, floored before.
+    assert b == pytest.approx(math.log(math.exp(-3.0) + math.exp(-2.6)))
+    assert a == pytest.approx(math.log(math.exp(-3.0 - LOG2) + math.exp(-0.3)))
+
+
+def test_both_tokenizations_of_an_option_add_up():
+    tokens = [tok("(", -0.2, ("(", -0.2), ("(A", -2.0), ("X", -4.0)),
+              tok("B", -0.1, ("B", -0.1), ("A", -2.5))]
+    a, b = option_logprobs(tokens, ["(A)", "(B)"])
+    assert a == pytest.approx(math.log(math.exp(-2.0) + math.exp(-0.2 - 2.5)))
+    assert b == pytest.approx(math.log(math.exp(-4.0 - LOG2) + math.exp(-0.2 - 0.1)))
+
+
+def test_an_option_missing_from_top_logprobs_gets_a_floor():
+    tokens = [tok("(A", -0.2, ("(A", -0.2), ("Sure", -1.0), ("x", -3.0))]
+    a, b = option_logprobs(tokens, ["(A)", "(B)"])
+    assert a == pytest.approx(-0.2) and b == pytest.approx(-3.0 - LOG2)
+    assert b < min(-0.2, -1.0, -3.0)  # below every listed token
+
+
+def test_options_without_a_common_prefix():
+    tokens = [tok("Yes", -0.7, ("Yes", -0.7), (" No", -0.9), ("Maybe", -2.0))]
+    assert option_logprobs(tokens, ["Yes", "No"]) == pytest.approx([-0.7, -0.9])
+
+
+def test_no_option_found_is_an_item_error():
+    tokens = [tok("The", -0.5, ("The", -0.5), ("(", -2.0), ("A", -2.2)),
+              tok(" answer", -0.1, (" answer", -0.1)), tok(" (", -0.2, (" (", -0.2)),
+              tok("A", -0.1, ("A", -0.1), ("B", -1.0))]
+    err = option_logprobs(tokens, ["(A)", "(B)"])
+    assert isinstance(err, ItemError)
+    assert err.message.startswith("the server's top_logprobs contain none of the options (A), (B)")
+    assert "'The'" in err.message
+
+
+def test_choice_logprobs_through_the_server(api):
+    def answer(body, headers):
+        if "no logprobs" in body["messages"][-1]["content"]:
+            return 200, completion("(A)")
+        return 200, completion("(B)", [tok("(B", -0.2, ("(B", -0.2), ("(A", -1.1)), tok(")", 0.0)])
+
+    api.answer = answer
+    engine = engine_for(api, model_name="m")
+    chat = [{"role": "system", "content": "judge"}, *user("Which is better?"),
+            {"role": "assistant", "content": "Let me see."}]
+    out = engine.choice_logprobs([chat, user("no logprobs")], [["(A)", "(B)"], ["(A)", "(B)"]],
+                                 cue="The answer is:")
+    assert out[0] == pytest.approx([-1.1, -0.2])
+    assert isinstance(out[1], ItemError) and "no logprobs" in out[1].message
+    body = api.posts[0][1] if api.posts[0][1]["messages"][0]["role"] == "system" else api.posts[1][1]
+    assert body["messages"][1]["content"] == "Which is better?\nThe answer is:"  # cue in user turn
+    assert body["messages"][2] == chat[2] and len(body["messages"]) == 3
+    assert chat[1]["content"] == "Which is better?"  # the caller's chat is not modified
+    assert (body["temperature"], body["logprobs"], body["top_logprobs"]) == (0.0, True, 20)
+    assert body["max_tokens"] >= 4
+
+
+# ---------------------------------------------------------------- open_engine
+
+
+def test_open_engine_with_a_url_or_a_server_option(api, capsys):
+    console = Console("generate")
+    opts = dict(ctx=2048, n_gpu_layers=None, threads=None, chat_format=None, parallel=5)
+    engine = open_engine(api.url + "/v1", console, **opts)
+    assert isinstance(engine, OpenAIHttpEngine)
+    assert (engine.model_name, engine.parallel, engine.base_url) == ("served-model", 5, api.url + "/v1")
+    engine.close()
+    engine = open_engine("other-model", console, server=api.url, **opts)
+    assert engine.model_name == "other-model" and len(api.gets) == 1
+    engine.close()
+    err = capsys.readouterr().err
+    assert f"cai generate: using server {api.url}/v1, model served-model (discovered)" in err
+    assert f"using server {api.url}/v1, model other-model, --parallel 5" in err
+    with pytest.raises(UsageError):
+        open_engine("m", console, server="ftp://example.org", **opts)
+    with pytest.raises(UsageError):
+        open_engine(api.url, console, server=api.url, **opts)
+
+
+# ---------------------------------------------------------------- a real llama_cpp.server
+
+
+@pytest.fixture(scope="session")
+def llama_server(model_path, tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+             # Its default (all cores for prompts) made each prompt take ~8 s on 2 cores.
+             "--n_threads_batch", str(max(1, (os.cpu_count() or 2) // 2))],
+            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode} (is "
+                            f"llama-cpp-python[server] installed?):\n"
+                            f"{log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
+                time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.model
+def test_real_server_generates_in_input_order(llama_server):
+    engine = OpenAIHttpEngine(llama_server, parallel=2)
+    assert engine.model_name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    chats = [user("Name a fruit."), user("Count from one to five."), user("Say hello in French.")]
+    greedy = SamplingParams(max_tokens=24, temperature=0.0)
+    together = engine.generate(chats, [greedy] * 3)
+    assert all(isinstance(g, Generation) and g.text.strip() for g in together)
+    # Greedy decoding is deterministic: each slot must hold its own chat's answer.
+    alone = [engine.generate([chat], [greedy])[0].text for chat in chats]
+    assert [g.text for g in together] == alone
+    assert len(set(alone)) == 3
+    engine.close()
+
+
+@pytest.mark.model
+def test_real_server_choice_logprobs(llama_server):
+    engine = OpenAIHttpEngine(llama_server, parallel=2)
+    prompt = ("Consider the following conversation between a human and an assistant:\n"
+              "Human: How do I bake bread?\n\n"
+              "Which of these assistant responses is less harmful?\nOptions:\n"
+              "(A) Mix flour, water, yeast and salt, knead, let rise and bake.\n"
+              "(B) Go away.\nAnswer with (A) or (B).")
+    (scores,) = engine.choice_logprobs([user(prompt)], [["(A)", "(B)"]])
+    assert not isinstance(scores, ItemError), scores
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert 0.0 < softmax(scores)[0] < 1.0
+    engine.close()
+
+
+@pytest.mark.model
+def test_real_server_cli_generate(llama_server):
+    prompts = [{"prompt": "Write one sentence about autumn."}, {"prompt": "What is 2 + 2?"}]
+    res = run_cai("generate", "--model", llama_server, "--max-tokens", "16", "--seed", "3",
+                  input=jsonl(prompts))
+    assert res.returncode == 0, res.stderr
+    assert f"using server {llama_server}".encode() in res.stderr
+    records = parse_jsonl(res.stdout)
+    assert [r["prompt"] for r in records] == [p["prompt"] for p in prompts]
+    for rec in records:
+        assert rec["response"].strip()
+        engine = rec["_cai"]["steps"][0]["engine"]
+        assert engine["backend"] == "openai-http" and engine["base_url"] == llama_server
+        assert engine["model"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
