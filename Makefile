@@ -16,12 +16,13 @@ MODEL  ?= $(MODEL_FILE)
 CONSTITUTION ?= constitutions/harmless.yaml
 DEMO   := out/demo
 
-.PHONY: install model test test-unit demo clean help
+.PHONY: install model test test-unit demo bench clean help
 
 help:
 	@echo "make demo   install, fetch the model, run SL-CAI on bundled red-team prompts"
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
+	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
 
 install: $(VENV)/.installed
 
@@ -59,3 +60,6 @@ demo: install model
 
 clean:
 	rm -rf out .pytest_cache
+
+bench: install model
+	$(PY) bench/bench_engine.py --prompts 16 --http

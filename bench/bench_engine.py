@@ -100,7 +100,7 @@ def scoring(n: int) -> dict:
     chats = judge_chats(n)
     opts = [["(A)", "(B)"]] * n
     single = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=1)
-    single.decoder.share_prefix = False
+    single.decoder.reuse_kv = False
     start = time.perf_counter()
     one_by_one = [single.choice_logprobs([c], [o], cue="The answer is: ")[0] for c, o in zip(chats, opts)]
     t_single = time.perf_counter() - start

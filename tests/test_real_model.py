@@ -52,10 +52,13 @@ def test_revise_rounds_on_the_real_model(llama_engine, harmless):
     assert rec["response"] == rec["history"][1]["revision"]
 
 
-def test_same_seed_same_output_different_seed_differs(llama_engine, harmless):
-    def run(seed):
-        answered = list(generate(PROMPTS, llama_engine, sampling=SHORT, seed=seed))
-        return list(revise(answered, llama_engine, harmless, rounds=1, sampling=SHORT, seed=seed))
+def test_same_seed_same_output_different_seed_differs(model_path, harmless):
+    from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
+
+    def run(seed):  # a fresh engine per run, as each `cai` invocation has
+        with LlamaCppEngine(str(model_path), n_ctx=2048) as engine:
+            answered = list(generate(PROMPTS, engine, sampling=SHORT, seed=seed))
+            return list(revise(answered, engine, harmless, rounds=1, sampling=SHORT, seed=seed))
 
     first, second, other = run(11), run(11), run(12)
     assert first == second

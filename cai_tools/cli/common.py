@@ -28,6 +28,13 @@ class OnError(str, Enum):
 InputArg = Annotated[str, typer.Argument(help="Input JSONL file, or - for stdin.")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="GGUF model file (default: the bundled SmolLM2-135M-Instruct).")]
+ServerOpt = Annotated[Optional[str], typer.Option(
+    help="Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the "
+         "served model's name. Or pass the URL as --model. API key: $CAI_API_KEY.")]
+PrefixCacheOpt = Annotated[Optional[str], typer.Option(
+    envvar="CAI_PREFIX_CACHE",
+    help="Folder for an on-disk cache of shared prompt prefixes (system prompt, few-shot "
+         "examples), so later runs and pipe stages start warm.")]
 SeedOpt = Annotated[int, typer.Option(help="Run seed; every record gets its own seed from it.")]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]

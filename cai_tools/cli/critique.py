@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import critique as critique_step
 from ..constitution import load_constitution
 from ..step_common import Sampling
-from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
+from .common import (BatchOpt, ParallelOpt, PrefixCacheOpt, ServerOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
                      GpuLayersOpt, InputArg, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt,
                      PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
                      TopPOpt, check_positive, cli_errors, run_records)
@@ -15,6 +15,7 @@ from .engine_options import open_engine
 def critique(
     input: InputArg = "-",
     model: ModelOpt = None,
+    server: ServerOpt = None,
     constitution: ConstitutionOpt = "harmless",
     principle: PrincipleOpt = None,
     seed: SeedOpt = 0,
@@ -26,6 +27,7 @@ def critique(
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
     parallel: ParallelOpt = 8,
+    prefix_cache: PrefixCacheOpt = None,
     chat_format: ChatFormatOpt = None,
     batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
@@ -46,7 +48,8 @@ def critique(
             console.note(f"constitution {const.name} has no few-shot examples; small models "
                          "critique poorly without them")
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format, parallel=parallel)
+                             chat_format=chat_format, parallel=parallel,
+                             server=server, prefix_cache=prefix_cache)
         try:
             sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k)

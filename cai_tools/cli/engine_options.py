@@ -11,7 +11,7 @@ _URL_SCHEMES = ("http://", "https://")
 
 def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: int | None,
                 threads: int | None, chat_format: str | None, parallel: int = 8,
-                server: str | None = None) -> Engine:
+                server: str | None = None, prefix_cache: str | None = None) -> Engine:
     """A llama.cpp engine for a GGUF file (the default model when none is named).
 
     ``fake`` names the deterministic test engine (no model; for tests and dry runs).
@@ -34,7 +34,7 @@ def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: 
 
     path = resolve_model(model, announce=console.note)
     return LlamaCppEngine(path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_threads=threads,
-                          chat_format=chat_format, n_parallel=parallel)
+                          chat_format=chat_format, n_parallel=parallel, prefix_cache=prefix_cache)
 
 
 def _open_server(server: str, model: str | None, console: Console, *, parallel: int,

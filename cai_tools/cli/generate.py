@@ -8,7 +8,7 @@ import typer
 
 from .. import generate as generate_step
 from ..step_common import Sampling
-from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt, InputArg,
+from .common import (BatchOpt, ParallelOpt, PrefixCacheOpt, ServerOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt, InputArg,
                      MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, QuietOpt, ResumeOpt, SeedOpt,
                      TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt, check_positive, cli_errors, run_records)
 from .engine_options import open_engine
@@ -17,6 +17,7 @@ from .engine_options import open_engine
 def generate(
     input: InputArg = "-",
     model: ModelOpt = None,
+    server: ServerOpt = None,
     n: Annotated[int, typer.Option("-n", help="Samples per prompt, kept together in 'responses'.")] = 1,
     system: Annotated[Optional[str], typer.Option(help="System prompt for every conversation.")] = None,
     seed: SeedOpt = 0,
@@ -28,6 +29,7 @@ def generate(
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
     parallel: ParallelOpt = 8,
+    prefix_cache: PrefixCacheOpt = None,
     chat_format: ChatFormatOpt = None,
     batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
@@ -43,7 +45,8 @@ def generate(
         check_positive("--batch-size", batch_size)
         check_positive("--parallel", parallel)
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format, parallel=parallel)
+                             chat_format=chat_format, parallel=parallel,
+                             server=server, prefix_cache=prefix_cache)
         try:
             sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k)

@@ -9,7 +9,7 @@ import typer
 from .. import revise as revise_step
 from ..constitution import load_constitution
 from ..step_common import Sampling
-from .common import (BatchOpt, ParallelOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
+from .common import (BatchOpt, ParallelOpt, PrefixCacheOpt, ServerOpt, ChatFormatOpt, Console, ConstitutionOpt, CtxOpt, DebugOpt,
                      GpuLayersOpt, InputArg, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt,
                      PrincipleOpt, QuietOpt, ResumeOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
                      TopPOpt, check_positive, cli_errors, run_records)
@@ -19,6 +19,7 @@ from .engine_options import open_engine
 def revise(
     input: InputArg = "-",
     model: ModelOpt = None,
+    server: ServerOpt = None,
     constitution: ConstitutionOpt = "harmless",
     rounds: Annotated[Optional[int], typer.Option(
         help="Run N full critique+revision rounds here (the paper used 4), instead of "
@@ -35,6 +36,7 @@ def revise(
     n_gpu_layers: GpuLayersOpt = None,
     threads: ThreadsOpt = None,
     parallel: ParallelOpt = 8,
+    prefix_cache: PrefixCacheOpt = None,
     chat_format: ChatFormatOpt = None,
     batch_size: BatchOpt = 32,
     resume: ResumeOpt = None,
@@ -54,7 +56,8 @@ def revise(
         if principle:
             const.principle(principle)
         engine = open_engine(model, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                             chat_format=chat_format, parallel=parallel)
+                             chat_format=chat_format, parallel=parallel,
+                             server=server, prefix_cache=prefix_cache)
         try:
             sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k)

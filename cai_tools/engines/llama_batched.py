@@ -17,8 +17,11 @@ sampler chain seeded from its own seed.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import ModelError
@@ -54,7 +57,8 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 class BatchedDecoder:
     def __init__(self, model: NativeModel, *, n_ctx_per_seq: int, n_parallel: int,
-                 n_batch: int = 512, n_threads: int | None = None, share_prefix: bool = True):
+                 n_batch: int = 512, n_threads: int | None = None, on_gpu: bool = False,
+                 reuse_kv: bool = True, prefix_cache: str | None = None, cache_key: str = ""):
         L = self.L = model.L
         self.model = model
         self.n_parallel = n_parallel
@@ -68,6 +72,11 @@ class BatchedDecoder:
         params.n_seq_max = n_parallel + 1
         params.kv_unified = True
         params.no_perf = True
+        if not on_gpu:
+            # CPU flash attention rounds queries to f16: measured here it moved "(A)"-vs-"(B)"
+            # margins by up to 0.3 nats between batched and single scoring, against < 0.03
+            # without it, for ~10 % more prompt speed. Labels matter more.
+            params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         if n_threads:
             params.n_threads = params.n_threads_batch = n_threads
         self.ctx = L.llama_init_from_model(model.model, params)
@@ -75,12 +84,15 @@ class BatchedDecoder:
             raise ModelError(f"llama.cpp could not create a context of {params.n_ctx} tokens "
                              "(out of memory? lower --ctx or --parallel)")
         self.n_batch = n_batch
-        self.share_prefix = share_prefix
+        self.reuse_kv = reuse_kv  # False: decode every prompt whole (for comparisons)
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.prefix: list[int] = []   # tokens in the prefix sequence
         self.seq_tokens: list[list[int]] = [[] for _ in range(n_parallel)]  # tokens in each slot
-        self.stats = {"prompt_tokens": 0, "prefix_reused": 0, "generated_tokens": 0}
+        self.prefix_cache = Path(prefix_cache) if prefix_cache else None
+        self.cache_key = cache_key  # the model's identity: a cached prefix is only valid for it
+        self.stats = {"prompt_tokens": 0, "prefix_reused": 0, "generated_tokens": 0,
+                      "prefix_from_disk": 0}
 
     # ------------------------------------------------------------ cache plumbing
 
@@ -112,16 +124,61 @@ class BatchedDecoder:
             self.seq_tokens[s] = []
 
     def _set_prefix(self, tokens: list[int]) -> None:
-        """Make the prefix sequence hold exactly ``tokens``, reusing what it already has."""
+        """Make the prefix sequence hold exactly ``tokens``, reusing what it already has
+        (in memory, or in the on-disk prefix cache when one is configured)."""
         keep = common_prefix_len([self.prefix, tokens])
         if keep < len(self.prefix):
             self.L.llama_memory_seq_rm(self.mem, self.prefix_seq, keep, -1)
+            self.prefix = self.prefix[:keep]
+        cache_file = self._cache_file(tokens) if keep == 0 else None
+        if cache_file is not None and self._load_prefix(cache_file, tokens):
+            return
         for start in range(keep, len(tokens), self.n_batch):
             for pos in range(start, min(start + self.n_batch, len(tokens))):
                 self._add(tokens[pos], pos, self.prefix_seq, False)
             self._decode()
         self.stats["prompt_tokens"] += len(tokens) - keep
         self.prefix = list(tokens)
+        if cache_file is not None:
+            self._save_prefix(cache_file, tokens)
+
+    # Prefixes shorter than this decode faster than a file round trip.
+    MIN_CACHED_PREFIX = 128
+
+    def _cache_file(self, tokens: list[int]):
+        if self.prefix_cache is None or len(tokens) < self.MIN_CACHED_PREFIX:
+            return None
+        import hashlib
+
+        digest = hashlib.sha256(repr((self.cache_key, tokens)).encode()).hexdigest()[:24]
+        return self.prefix_cache / f"prefix-{digest}.kv"
+
+    def _load_prefix(self, path, tokens: list[int]) -> bool:
+        if not path.exists():
+            return False
+        L = self.L
+        buf = (L.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        L.llama_memory_seq_rm(self.mem, self.prefix_seq, -1, -1)
+        read = L.llama_state_seq_load_file(self.ctx, str(path).encode(), self.prefix_seq, buf,
+                                           len(tokens), ctypes.byref(count))
+        if read == 0 or list(buf[:count.value]) != list(tokens):
+            # Unreadable or stale: forget it and decode instead.
+            L.llama_memory_seq_rm(self.mem, self.prefix_seq, -1, -1)
+            return False
+        self.prefix = list(tokens)
+        self.stats["prefix_from_disk"] += len(tokens)
+        return True
+
+    def _save_prefix(self, path, tokens: list[int]) -> None:
+        L = self.L
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        arr = (L.llama_token * len(tokens))(*tokens)
+        if L.llama_state_seq_save_file(self.ctx, str(tmp).encode(), self.prefix_seq, arr, len(tokens)):
+            os.replace(tmp, path)  # atomic: a concurrent pipe stage never reads half a file
+        else:
+            tmp.unlink(missing_ok=True)
 
     def _claim(self, free: set[int], tokens: list[int], plen: int, limit: int) -> tuple[int, int]:
         """Take the free slot that already holds the longest prefix of ``tokens``.
@@ -130,7 +187,7 @@ class BatchedDecoder:
         slot that shares less than the prefix sequence is reset to a copy of the prefix.
         """
         best = max(free, key=lambda s: (common_prefix_len([self.seq_tokens[s], tokens]), -s))
-        keep = min(common_prefix_len([self.seq_tokens[best], tokens]), limit)
+        keep = min(common_prefix_len([self.seq_tokens[best], tokens]), limit) if self.reuse_kv else 0
         if keep >= plen and keep > 0:
             self.L.llama_memory_seq_rm(self.mem, best, keep, -1)
             del self.seq_tokens[best][keep:]
@@ -147,10 +204,15 @@ class BatchedDecoder:
 
     def _shared_prefix(self, token_lists: Sequence[list[int]], limit: int) -> int:
         """Decode the prefix common to this call into the prefix sequence; its length."""
-        if not self.share_prefix or not token_lists:
+        if not self.reuse_kv or not token_lists:
             return 0
+        cached = common_prefix_len([self.prefix, token_lists[0]])
+        if len(token_lists) < 2:
+            # One prompt has no "common" part: use what the cached prefix already covers
+            # and leave the rest to slot reuse.
+            return max(min(cached, limit), 0)
         plen = max(min(common_prefix_len(token_lists), limit), 0)
-        if plen > common_prefix_len([self.prefix, token_lists[0]]):
+        if plen > cached:
             self._set_prefix(list(token_lists[0][:plen]))
         return plen
 

@@ -36,7 +36,7 @@ def _named_formatter(name: str):
 class LlamaCppEngine:
     def __init__(self, model_path: str, *, n_ctx: int = 4096, n_gpu_layers: int | None = None,
                  n_threads: int | None = None, chat_format: str | None = None,
-                 n_parallel: int = DEFAULT_PARALLEL):
+                 n_parallel: int = DEFAULT_PARALLEL, prefix_cache: str | None = None):
         path = check_gguf_file(model_path)
         import llama_cpp
         from llama_cpp import llama_chat_format as cf
@@ -60,12 +60,16 @@ class LlamaCppEngine:
                 raise ModelError(f"{path} has no chat template in its metadata; pass "
                                  "--chat-format (e.g. chatml, llama-2, or a Jinja template file)")
             self.n_ctx = n_ctx
+            model_id = fingerprint(path)
             self.decoder = BatchedDecoder(self.model, n_ctx_per_seq=n_ctx, n_parallel=n_parallel,
-                                          n_threads=n_threads or os.cpu_count())
+                                          n_threads=n_threads or os.cpu_count(),
+                                          on_gpu=n_gpu_layers != 0,
+                                          prefix_cache=prefix_cache,
+                                          cache_key=f"{model_id}:{n_gpu_layers}")
         except BaseException:
             self.close()
             raise
-        self.info = EngineInfo(backend="llama.cpp", model=path.name, fingerprint=fingerprint(path),
+        self.info = EngineInfo(backend="llama.cpp", model=path.name, fingerprint=model_id,
                                options={"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers,
                                         "chat_format": chat_format or "gguf"})
 
