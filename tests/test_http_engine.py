@@ -470,3 +470,19 @@ def test_real_server_cli_generate(llama_server):
         engine = rec["_cai"]["steps"][0]["engine"]
         assert engine["backend"] == "openai-http" and engine["base_url"] == llama_server
         assert engine["model"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_a_server_going_away_mid_run_keeps_written_records_whole(api):
+    """Records before the failure are emitted complete; the step then stops with CaiError."""
+    from cai_tools.generate import generate
+
+    api.answer = lambda body, headers: (503, {"error": {"message": "gone"}}) \
+        if len(api.posts) > 4 else echo_answer(body, headers)
+    engine = engine_for(api, parallel=2, retries=2)
+    written = []
+    with pytest.raises(CaiError, match="still failing after 2 retries"):
+        for rec in generate([{"prompt": f"q{i}"} for i in range(8)], engine, batch_size=2):
+            written.append(rec)
+    engine.close()
+    assert [r["prompt"] for r in written] == ["q0", "q1", "q2", "q3"]
+    assert all(r["response"] == f"echo: q{i}" for i, r in enumerate(written))

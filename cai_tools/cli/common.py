@@ -40,11 +40,11 @@ TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = g
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample among the K likeliest tokens (0: all).")]
 MaxTokensOpt = Annotated[int, typer.Option(help="Most new tokens per answer.")]
-CtxOpt = Annotated[int, typer.Option("--ctx", help="Context length in tokens.")]
+CtxOpt = Annotated[int, typer.Option("--ctx", help="Context length per sequence, in tokens.")]
 GpuLayersOpt = Annotated[Optional[int], typer.Option(
     "--n-gpu-layers", help="Layers to offload to the GPU (default: all when llama.cpp has a GPU "
                            "backend, else 0).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: llama.cpp's choice).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")]
 ChatFormatOpt = Annotated[Optional[str], typer.Option(
     help="Chat format for a GGUF without a chat template: a llama-cpp-python name "
          "(chatml, llama-2, ...) or a Jinja template file.")]

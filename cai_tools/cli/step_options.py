@@ -1,0 +1,97 @@
+"""The options every generating step takes, declared once.
+
+``@generating_step(max_tokens=N)`` adds the engine, sampling and record-stream options to a
+command's signature (typer reads the signature) and hands them to the command as one
+``StepOptions`` object, so generate, critique, revise and judge cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..engines.base import Engine
+from ..step_common import Sampling
+from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt,
+                     MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, ParallelOpt, PrefixCacheOpt,
+                     QuietOpt, ResumeOpt, SeedOpt, ServerOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
+                     TopPOpt, check_positive)
+
+
+@dataclass
+class StepOptions:
+    model: Optional[str] = None
+    server: Optional[str] = None
+    seed: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_tokens: int = 256
+    ctx: int = 4096
+    n_gpu_layers: Optional[int] = None
+    threads: Optional[int] = None
+    parallel: int = 8
+    prefix_cache: Optional[str] = None
+    chat_format: Optional[str] = None
+    batch_size: int = 32
+    resume: Optional[Path] = None
+    on_error: OnError = OnError.fail
+    quiet: bool = False
+    debug: bool = False
+
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature,
+                        top_p=self.top_p, top_k=self.top_k)
+
+    @contextmanager
+    def engine(self, console: Console) -> Iterator[Engine]:
+        """The engine these options name, closed on the way out (even on errors)."""
+        from .engine_options import open_engine
+
+        check_positive("--batch-size", self.batch_size)
+        check_positive("--parallel", self.parallel)
+        engine = open_engine(self.model, console, ctx=self.ctx, n_gpu_layers=self.n_gpu_layers,
+                             threads=self.threads, chat_format=self.chat_format,
+                             parallel=self.parallel, server=self.server,
+                             prefix_cache=self.prefix_cache)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+
+_OPTION_TYPES = {
+    "model": ModelOpt, "server": ServerOpt, "seed": SeedOpt, "temperature": TemperatureOpt,
+    "top_p": TopPOpt, "top_k": TopKOpt, "max_tokens": MaxTokensOpt, "ctx": CtxOpt,
+    "n_gpu_layers": GpuLayersOpt, "threads": ThreadsOpt, "parallel": ParallelOpt,
+    "prefix_cache": PrefixCacheOpt, "chat_format": ChatFormatOpt, "batch_size": BatchOpt,
+    "resume": ResumeOpt, "on_error": OnErrorOpt, "quiet": QuietOpt, "debug": DebugOpt,
+}
+
+
+def generating_step(**defaults):
+    """Decorate a command ``fn(..., opts: StepOptions)``; ``defaults`` override StepOptions'."""
+
+    def decorate(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.name != "opts"]
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                    default=defaults.get(f.name, f.default),
+                                    annotation=_OPTION_TYPES[f.name])
+                  for f in fields(StepOptions)]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            opts = StepOptions(**{f.name: kwargs.pop(f.name) for f in fields(StepOptions)})
+            return fn(opts=opts, **kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+        command.__signature__ = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
