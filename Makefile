@@ -63,3 +63,4 @@ clean:
 
 bench: install model
 	$(PY) bench/bench_engine.py --prompts 16 --http
+	$(PY) bench/bench_judge.py --pairs 24

@@ -35,7 +35,9 @@ from .errors import ConstitutionError
 
 CONSTITUTIONS_DIR = Path(__file__).resolve().parent.parent / "constitutions"
 
-TOP_KEYS = {"name", "description", "system_prompt", "critique_revision", "judge", "few_shot"}
+TOP_KEYS = {"name", "description", "system_prompt", "critique_revision", "judge", "few_shot",
+            "judge_few_shot"}
+JUDGE_FEW_SHOT_KEYS = {"prompt", "response_a", "response_b", "answer", "principle"}
 PAIR_KEYS = {"id", "critique", "revision", "weight"}
 JUDGE_KEYS = {"id", "text", "weight"}
 FEW_SHOT_KEYS = {"prompt", "response", "principle", "critique_request", "critique",
@@ -67,12 +69,25 @@ class FewShotExample:
     revision: str
 
 
+@dataclass(frozen=True)
+class JudgeExample:
+    """A worked comparison shown before each judgement: ``answer`` is "A" or "B";
+    ``principle`` a judge principle id."""
+
+    prompt: str
+    response_a: str
+    response_b: str
+    answer: str
+    principle: str
+
+
 @dataclass
 class Constitution:
     name: str
     critique_revision: list[CritiqueRevisionPrinciple]
     judge: list[JudgePrinciple] = field(default_factory=list)
     few_shot: list[FewShotExample] = field(default_factory=list)
+    judge_few_shot: list[JudgeExample] = field(default_factory=list)
     system_prompt: str | None = None
     description: str | None = None
     path: str | None = None
@@ -84,6 +99,25 @@ class Constitution:
         known = ", ".join(p.id for p in self.critique_revision)
         raise ConstitutionError(f"unknown principle id '{principle_id}' (known: {known})",
                                 where=self.path)
+
+    def judge_principle(self, principle_id: str) -> JudgePrinciple:
+        for j in self.judge:
+            if j.id == principle_id:
+                return j
+        known = ", ".join(j.id for j in self.judge) or "none"
+        raise ConstitutionError(f"unknown judge principle id '{principle_id}' (known: {known})",
+                                where=self.path)
+
+    def sample_judge_principles(self, rng: random.Random, k: int) -> list[JudgePrinciple]:
+        """k judge principles by weight, distinct while there are enough of them."""
+        pool, out = list(self.judge), []
+        while len(out) < k:
+            if not pool:
+                pool = list(self.judge)
+            pick = rng.choices(pool, weights=[j.weight for j in pool])[0]
+            pool.remove(pick)
+            out.append(pick)
+        return out
 
     def sample_principle(self, rng: random.Random) -> CritiqueRevisionPrinciple:
         """One critique/revision pair, drawn with replacement by weight (the paper's choice)."""
@@ -100,6 +134,8 @@ class Constitution:
             out["judge"] = [_drop_default_weight(vars(p)) for p in self.judge]
         if self.few_shot:
             out["few_shot"] = [dict(vars(e)) for e in self.few_shot]
+        if self.judge_few_shot:
+            out["judge_few_shot"] = [dict(vars(e)) for e in self.judge_few_shot]
         return out
 
     def to_yaml(self) -> str:
@@ -182,6 +218,26 @@ def parse_constitution(data: object, source: str) -> Constitution:
         few_shot.append(FewShotExample(ex["prompt"], ex["response"], crit_req, ex["critique"],
                                        rev_req, ex["revision"]))
 
+    judge_ids = {j["id"] for j in judges}
+    judge_few_shot = []
+    for i, ex in enumerate(data.get("judge_few_shot") or []):
+        entry = f"judge_few_shot[{i}]"
+        if not isinstance(ex, dict):
+            fail("must be a mapping", entry)
+        unknown = set(ex) - JUDGE_FEW_SHOT_KEYS
+        if unknown:
+            fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", entry)
+        for key in ("prompt", "response_a", "response_b"):
+            if not isinstance(ex.get(key), str) or not ex[key].strip():
+                fail(f"needs a non-empty string '{key}'", entry)
+        if ex.get("answer") not in ("A", "B"):
+            fail(f"'answer' must be \"A\" or \"B\", got {ex.get('answer')!r}", entry)
+        principle = ex.get("principle", judges[0]["id"] if judges else None)
+        if not isinstance(principle, str) or principle not in judge_ids:
+            fail(f"principle {principle!r} is not a judge id", entry)
+        judge_few_shot.append(JudgeExample(ex["prompt"], ex["response_a"], ex["response_b"],
+                                           ex["answer"], principle))
+
     return Constitution(
         name=data.get("name") or Path(source).stem,
         description=data.get("description"),
@@ -189,6 +245,7 @@ def parse_constitution(data: object, source: str) -> Constitution:
         critique_revision=[CritiqueRevisionPrinciple(**p) for p in pairs],
         judge=[JudgePrinciple(**j) for j in judges],
         few_shot=few_shot,
+        judge_few_shot=judge_few_shot,
         path=source,
     )
 

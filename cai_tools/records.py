@@ -224,12 +224,13 @@ def process_in_batches(
     batch_size: int,
     step: str,
     on_error: str,
-    handle_batch: Callable[[list[dict]], list[dict | RecordError]],
+    handle_batch: Callable[[list[dict]], list[dict | list[dict] | RecordError]],
 ) -> Iterator[dict]:
     """Run ``handle_batch`` over batches, keeping order and the error policy.
 
     Records that carry an earlier step's error pass through untouched. ``handle_batch``
-    returns, per record, either the output record or a RecordError; with
+    returns, per record, the output record, a list of output records (a step that makes
+    several from one, like judge's pairs), or a RecordError; with
     ``on_error='skip'`` the error becomes a record, otherwise it is raised after the
     records before it in the stream have been yielded.
     """
@@ -246,7 +247,10 @@ def process_in_batches(
                     yield with_error(rec, step, str(result))
                     continue
                 raise result
-            yield result
+            if isinstance(result, list):
+                yield from result
+            else:
+                yield result
 
 
 def require_text(record: dict, field: str) -> str:

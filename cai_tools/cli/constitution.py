@@ -23,7 +23,8 @@ def validate(files: Annotated[List[str], typer.Argument(help="Constitution YAML 
         for f in files:
             c = load_constitution(f)
             print(f"{c.path}: ok: {len(c.critique_revision)} critique/revision pairs, "
-                  f"{len(c.judge)} judge principles, {len(c.few_shot)} few-shot examples")
+                  f"{len(c.judge)} judge principles, {len(c.few_shot)} few-shot examples, "
+                  f"{len(c.judge_few_shot)} judge examples")
 
 
 @app.command()
@@ -54,7 +55,8 @@ def show(file: Annotated[str, typer.Argument(help="Constitution YAML file or bun
             for j in c.judge:
                 jt.add_row(Text(j.id), f"{j.weight:g}", Text(j.text))
             console.print(jt)
-        console.print(f"{len(c.few_shot)} few-shot example(s)")
+        console.print(f"{len(c.few_shot)} few-shot example(s), "
+                      f"{len(c.judge_few_shot)} judge example(s)")
 
 
 @app.command("import")

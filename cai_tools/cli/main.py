@@ -9,6 +9,8 @@ from .critique import critique
 from .fetch_model import fetch_model
 from .format import format_
 from .generate import generate
+from .judge import judge
+from .pairs import pairs
 from .revise import revise
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ app = typer.Typer(
 app.command()(generate)
 app.command()(critique)
 app.command()(revise)
+app.command()(judge)
+app.command()(pairs)
 app.command("format")(format_)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)

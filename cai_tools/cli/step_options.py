@@ -12,7 +12,9 @@ import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Iterator, List, Optional
+
+import typer
 
 from ..engines.base import Engine
 from ..step_common import Sampling
@@ -24,7 +26,7 @@ from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLaye
 
 @dataclass
 class StepOptions:
-    model: Optional[str] = None
+    model: Optional[str] | list[str] = None
     server: Optional[str] = None
     seed: int = 0
     temperature: float = 0.7
@@ -50,18 +52,28 @@ class StepOptions:
     @contextmanager
     def engine(self, console: Console) -> Iterator[Engine]:
         """The engine these options name, closed on the way out (even on errors)."""
+        with self.engines(console) as engines:
+            yield engines[0]
+
+    @contextmanager
+    def engines(self, console: Console) -> Iterator[list[Engine]]:
+        """One engine per --model (a step that takes several, like judge), all closed after."""
         from .engine_options import open_engine
 
         check_positive("--batch-size", self.batch_size)
         check_positive("--parallel", self.parallel)
-        engine = open_engine(self.model, console, ctx=self.ctx, n_gpu_layers=self.n_gpu_layers,
-                             threads=self.threads, chat_format=self.chat_format,
-                             parallel=self.parallel, server=self.server,
-                             prefix_cache=self.prefix_cache)
+        models = self.model if isinstance(self.model, list) else [self.model]
+        opened: list[Engine] = []
         try:
-            yield engine
+            for model in models or [None]:
+                opened.append(open_engine(
+                    model, console, ctx=self.ctx, n_gpu_layers=self.n_gpu_layers,
+                    threads=self.threads, chat_format=self.chat_format, parallel=self.parallel,
+                    server=self.server, prefix_cache=self.prefix_cache))
+            yield opened
         finally:
-            engine.close()
+            for engine in opened:
+                engine.close()
 
 
 _OPTION_TYPES = {
@@ -73,15 +85,22 @@ _OPTION_TYPES = {
 }
 
 
-def generating_step(**defaults):
-    """Decorate a command ``fn(..., opts: StepOptions)``; ``defaults`` override StepOptions'."""
+MultiModelOpt = Annotated[Optional[List[str]], typer.Option(
+    "--model", "-m", help="GGUF model file; repeat to average over several judge models "
+                          "(default: the bundled SmolLM2-135M-Instruct).")]
+
+
+def generating_step(*, multi_model: bool = False, **defaults):
+    """Decorate a command ``fn(..., opts: StepOptions)``; ``defaults`` override StepOptions'.
+    ``multi_model`` lets --model repeat (``opts.model`` is then a list)."""
+    types = dict(_OPTION_TYPES, model=MultiModelOpt) if multi_model else _OPTION_TYPES
 
     def decorate(fn):
         own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
                if p.name != "opts"]
         shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
                                     default=defaults.get(f.name, f.default),
-                                    annotation=_OPTION_TYPES[f.name])
+                                    annotation=types[f.name])
                   for f in fields(StepOptions)]
 
         @functools.wraps(fn)

@@ -1,0 +1,263 @@
+"""``judge``: pairwise constitutional judging with soft labels (RLAIF, the paper's phase 2).
+
+For each pair of candidate answers the model reads the conversation, a multiple-choice
+principle sampled from the constitution, and the two answers as options (A) and (B); the
+normalised probabilities of " (A)" and " (B)" after the cue "The answer is:" are the soft
+label — read from one forward pass, no text generated. Beyond the paper, each pair is
+scored in both orders and the two averaged, which cancels the model's position bias (the
+raw probabilities of both orders are kept so users can see it); ``ensemble`` averages over
+several sampled principles and several engines average over judge models.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+from .constitution import Constitution, JudgePrinciple
+from .conversation import prompt_messages
+from .engines.base import Engine, Generation, ItemError
+from .errors import ConstitutionError, RecordError
+from .records import add_provenance, content_id, copy_record, process_in_batches, record_seed, where
+from .step_common import Sampling
+
+CUE = "The answer is:"
+OPTIONS = (" (A)", " (B)")
+COT_CUE = "Let's think step by step:"
+
+
+@dataclass
+class JudgeSettings:
+    principle_id: str | None = None
+    ensemble: int = 1
+    pairs: str = "all"            # or "adjacent"
+    cot: bool = False
+    clamp: tuple[float, float] | None = None
+    hard: bool = False
+    seed: int = 0
+    cot_sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=128, temperature=0.0))
+
+    def as_dict(self) -> dict:
+        return {"principle": self.principle_id, "ensemble": self.ensemble, "pairs": self.pairs,
+                "cot": self.cot, "clamp": list(self.clamp) if self.clamp else None,
+                "hard": self.hard, "seed": self.seed}
+
+
+def candidates_of(record: dict) -> list[str]:
+    cands = record.get("responses")
+    if cands is None:
+        raise RecordError("needs at least two candidate answers in 'responses' "
+                          "(make them with 'cai generate -n 2')", where=where(record))
+    if not isinstance(cands, list) or not all(isinstance(c, str) for c in cands):
+        raise RecordError("field 'responses' must be a list of strings", where=where(record))
+    if len(cands) < 2:
+        raise RecordError(f"needs at least two candidate answers, 'responses' has {len(cands)}",
+                          where=where(record))
+    return cands
+
+
+def pair_indices(n: int, mode: str) -> list[tuple[int, int]]:
+    if mode == "adjacent":
+        return [(i, i + 1) for i in range(n - 1)]
+    return list(itertools.combinations(range(n), 2))
+
+
+def _conversation_text(messages: list[dict]) -> str:
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in messages)
+
+
+def judge_question(conversation: str, principle: str, a: str, b: str) -> str:
+    """The paper's multiple-choice question (the answer cue follows in the reply)."""
+    return (f"Consider the following conversation between a human and an assistant:\n\n"
+            f"{conversation}\n\n{principle}\nOptions:\n(A) {a}\n(B) {b}")
+
+
+def judge_chat(constitution: Constitution, messages: list[dict], principle: JudgePrinciple,
+               a: str, b: str) -> list[dict]:
+    turns: list[dict] = []
+    if constitution.system_prompt:
+        turns.append({"role": "system", "content": constitution.system_prompt})
+    for ex in constitution.judge_few_shot:
+        text = constitution.judge_principle(ex.principle).text
+        turns.append({"role": "user", "content": judge_question(
+            _conversation_text([{"role": "user", "content": ex.prompt}]), text,
+            ex.response_a, ex.response_b)})
+        turns.append({"role": "assistant", "content": f"{CUE} ({ex.answer})"})
+    body = [m for m in messages if m["role"] != "system"]
+    turns.append({"role": "user", "content": judge_question(_conversation_text(body),
+                                                            principle.text, a, b)})
+    return turns
+
+
+def prob_first(logprobs: Sequence[float]) -> float:
+    """P(option A) from the two options' log-probabilities, normalised between them."""
+    la, lb = logprobs
+    return 1.0 / (1.0 + math.exp(lb - la))
+
+
+@dataclass
+class _Comparison:
+    out: dict                      # the output record being built
+    messages: list[dict]
+    texts: tuple[str, str]         # candidate i, candidate j
+    principles: list[JudgePrinciple]
+    items: list[tuple[int, int]] = field(default_factory=list)  # (principle index, order)
+
+
+def judge(records: Iterable[dict], engines: Sequence[Engine], constitution: Constitution,
+          settings: JudgeSettings = JudgeSettings(), *, batch_size: int = 16,
+          on_error: str = "fail") -> Iterator[dict]:
+    """One output record per compared pair, in input order; see the module docstring."""
+    if not constitution.judge:
+        raise ConstitutionError("has no judge principles: add a 'judge' list to judge with it",
+                                where=constitution.path)
+    if settings.principle_id:
+        constitution.judge_principle(settings.principle_id)
+    provenance = {"engines": [e.info.as_dict() for e in engines], "constitution": constitution.name,
+                  **settings.as_dict()}
+
+    def handle(batch: list[dict]) -> list:
+        per_record: list = []
+        comparisons: list[_Comparison] = []
+        for rec in batch:
+            try:
+                messages = prompt_messages(rec)
+                cands = candidates_of(rec)
+            except RecordError as exc:
+                per_record.append(exc)
+                continue
+            rid = rec.get("id") or content_id(rec)
+            mine = []
+            for i, j in pair_indices(len(cands), settings.pairs):
+                comp = _comparison(rec, rid, messages, cands, i, j, constitution, settings)
+                mine.append(comp)
+                if cands[i].strip() != cands[j].strip():
+                    comparisons.append(comp)
+            per_record.append(mine)
+        failed = _score(comparisons, engines, constitution, settings)
+        results = []
+        for entry in per_record:
+            if isinstance(entry, RecordError):
+                results.append(entry)
+                continue
+            error = next((failed[id(c)] for c in entry if id(c) in failed), None)
+            if error is not None:
+                results.append(RecordError(error, where=where(entry[0].out)))
+                continue
+            for comp in entry:
+                add_provenance(comp.out, "judge", provenance)
+            results.append([c.out for c in entry])
+        return results
+
+    return process_in_batches(records, batch_size, "judge", on_error, handle)
+
+
+def _comparison(rec, rid, messages, cands, i, j, constitution, settings) -> _Comparison:
+    out = copy_record(rec)
+    out.update({"id": f"{rid}:{i}-{j}", "source_id": rid, "pair": [i, j], "prompt": messages})
+    # Seeded by the unordered pair, so swapping the candidates draws the same principles.
+    pair_key = sorted([cands[i], cands[j]])
+    rng = random.Random(record_seed(settings.seed, rid, "judge", pair_key))
+    if settings.principle_id:
+        principles = [constitution.judge_principle(settings.principle_id)]
+    else:
+        principles = constitution.sample_judge_principles(rng, settings.ensemble)
+    comp = _Comparison(out, messages, (cands[i], cands[j]), principles)
+    if cands[i].strip() == cands[j].strip():
+        _finish(comp, 0.5, [], settings, identical=True)
+    return comp
+
+
+def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constitution: Constitution,
+           settings: JudgeSettings) -> dict[int, str]:
+    """Fill in every comparison's label; returns {id(comparison): error} for failures."""
+    chats, owners = [], []
+    for comp in comparisons:
+        a, b = comp.texts
+        # Submitted in a canonical order (the sorted pair first), so swapping the candidates
+        # in the input scores exactly the same prompts in the same batch positions and the
+        # label comes out as the exact complement. ``order`` 0 = candidate i shown as (A).
+        shown = sorted([(a, b), (b, a)])
+        for k, principle in enumerate(comp.principles):
+            for x, y in shown:
+                chats.append(judge_chat(constitution, comp.messages, principle, x, y))
+                owners.append((comp, k, 0 if (x, y) == (a, b) else 1))
+    failed: dict[int, str] = {}
+    raw: dict[int, list] = {id(c): [] for c in comparisons}
+    for e, engine in enumerate(engines):
+        cues = [CUE] * len(chats)
+        reasoning = [None] * len(chats)
+        if settings.cot:
+            reasoning, cues = _reason(engine, chats, owners, settings)
+        scored = _choice_logprobs(engine, chats, cues)
+        for (comp, k, order), result, why in zip(owners, scored, reasoning):
+            if isinstance(result, ItemError):
+                failed[id(comp)] = result.message
+                continue
+            raw[id(comp)].append(((e, engine.info.model), k, order, prob_first(result), why))
+    for comp in comparisons:
+        if id(comp) not in failed:
+            _combine(comp, raw[id(comp)], settings)
+    return failed
+
+
+def _choice_logprobs(engine: Engine, chats, cues) -> list:
+    # Engines take one cue per call: group items by cue (one group without CoT).
+    out: list = [None] * len(chats)
+    for cue in dict.fromkeys(cues):
+        idx = [i for i, c in enumerate(cues) if c == cue]
+        for i, r in zip(idx, engine.choice_logprobs([chats[i] for i in idx],
+                                                    [list(OPTIONS)] * len(idx), cue=cue)):
+            out[i] = r
+    return out
+
+
+def _reason(engine: Engine, chats, owners, settings: JudgeSettings):
+    """Chain of thought: generate reasoning after the cue, then read the options after it."""
+    params = [settings.cot_sampling.params(record_seed(settings.seed, comp.out["id"], "cot", k, order))
+              for comp, k, order in owners]
+    # Asked for in the user turn, so every backend can produce it.
+    asked = [c[:-1] + [{"role": "user", "content": c[-1]["content"] +
+                        "\n\nThink step by step about which option is better before answering."}]
+             for c in chats]
+    gens = engine.generate(asked, params)
+    reasoning = [g.text.strip() if isinstance(g, Generation) else "" for g in gens]
+    cues = [f"{COT_CUE} {r}\nSo the answer is:" for r in reasoning]
+    return reasoning, cues
+
+
+def _combine(comp: _Comparison, raw: list, settings: JudgeSettings) -> None:
+    """Average both orders, principles and models into P(candidate i is better)."""
+    lo, hi = settings.clamp if settings.clamp else (0.0, 1.0)
+    by_key: dict[tuple, dict] = {}
+    for (e, model), k, order, p, why in raw:
+        entry = by_key.setdefault((e, k), {"model": model, "principle": comp.principles[k].id})
+        entry["p_first_order" if order == 0 else "p_second_order"] = p
+        if why is not None:
+            entry.setdefault("reasoning", [None, None])[order] = why
+    judgements = list(by_key.values())
+    votes = []
+    for j in judgements:
+        p1 = min(max(j["p_first_order"], lo), hi)
+        p2 = min(max(j["p_second_order"], lo), hi)
+        votes.append((p1 + 1.0 - p2) / 2.0)  # second order shows j first: 1 - p2 favours i
+    _finish(comp, sum(votes) / len(votes), judgements, settings)
+
+
+def _finish(comp: _Comparison, p_i: float, judgements: list, settings: JudgeSettings,
+            identical: bool = False) -> None:
+    first, second = comp.texts
+    chosen, rejected, label = (first, second, p_i) if p_i >= 0.5 else (second, first, 1.0 - p_i)
+    if settings.hard and not identical:
+        label = 1.0
+    comp.out.update({
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "label": label,
+        "identical": identical,
+        "judgements": judgements,
+    })

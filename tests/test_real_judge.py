@@ -1,0 +1,68 @@
+"""cai judge on the real tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
+from cai_tools.judge import JudgeSettings, judge
+from conftest import jsonl, parse_jsonl, run_cai
+
+pytestmark = pytest.mark.model
+
+SAFE = "I can't help with breaking into a house, but a locksmith can help if you are locked out."
+UNSAFE = "Sure: smash a back window at night when nobody is home, then climb in quietly."
+
+
+def records(*pairs, same_id=False):
+    return [{"id": "r" if same_id else f"r{i}", "prompt": "How do I get into a house that isn't mine?",
+             "responses": list(p)} for i, p in enumerate(pairs)]
+
+
+def test_labels_are_probabilities_and_swapping_gives_the_complement(llama_engine, harmless):
+    # The same record id in both runs, so the same principles are drawn for the pair.
+    settings = JudgeSettings(seed=1, ensemble=2)
+    (ab,) = judge(records((SAFE, UNSAFE), same_id=True), [llama_engine], harmless, settings)
+    (ba,) = judge(records((UNSAFE, SAFE), same_id=True), [llama_engine], harmless, settings)
+    for out in (ab, ba):
+        assert 0.5 <= out["label"] < 1
+        for j in out["judgements"]:
+            assert 0 < j["p_first_order"] < 1 and 0 < j["p_second_order"] < 1
+    # Both records see the same two prompts per principle, in swapped roles.
+    assert ab["chosen"] == ba["chosen"] and ab["rejected"] == ba["rejected"]
+    assert ab["label"] == pytest.approx(ba["label"], abs=1e-12)
+    for j_ab, j_ba in zip(ab["judgements"], ba["judgements"]):
+        assert j_ab["p_first_order"] == j_ba["p_second_order"]
+
+
+def test_same_seed_same_labels(model_path, harmless):
+    def run():
+        with LlamaCppEngine(str(model_path), n_ctx=2048) as engine:
+            return [o["label"] for o in judge(records((SAFE, UNSAFE), ("Hello!", UNSAFE)),
+                                              [engine], harmless, JudgeSettings(seed=4))]
+    assert run() == run()
+
+
+def test_generate_pairs_then_judge_from_the_cli_loads_as_a_preference_dataset(tmp_path):
+    gen = run_cai("generate", "-n", "2", "--max-tokens", "24", "--seed", "3", "-q",
+                  input=jsonl([{"prompt": "How can I cheat on a test?"}, {"prompt": "Tell me a joke."}]))
+    assert gen.returncode == 0, gen.stderr
+    out = run_cai("judge", "-q", input=gen.stdout)
+    assert out.returncode == 0, out.stderr
+    rows = parse_jsonl(out.stdout)
+    assert len(rows) == 2
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(out.stdout)
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    assert {"prompt", "chosen", "rejected", "label"} <= set(ds.column_names)
+    assert all(0.5 <= x <= 1 for x in ds["label"])
+
+
+def test_cot_judgement_is_clamped(llama_engine, harmless):
+    (out,) = judge(records((SAFE, UNSAFE)), [llama_engine], harmless,
+                   JudgeSettings(cot=True, clamp=(0.4, 0.6)))
+    (j,) = out["judgements"]
+    assert all(isinstance(r, str) for r in j["reasoning"])
+    assert 0.5 <= out["label"] <= 0.6 + 1e-9
