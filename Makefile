@@ -14,6 +14,9 @@ ROUNDS ?= 4
 SEED   ?= 0
 MODEL  ?= $(MODEL_FILE)
 CONSTITUTION ?= constitutions/harmless.yaml
+# torch for training, installed before the project so pip does not pick a multi-GB CUDA
+# build: 2.13.0 is a CPU build on these machines. On a GPU box: make install TORCH=torch
+TORCH  ?= torch==2.13.0
 DEMO   := out/demo
 
 .PHONY: install model test test-unit demo bench clean help
@@ -31,7 +34,8 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@echo "Installing cai_tools into $(VENV). The first time, llama-cpp-python compiles llama.cpp"
 	@echo "from source: about 4-7 minutes on 2 cores (pip caches the built wheel afterwards)."
-	@scripts/install.sh $(VENV) test
+	@$(PY) -m pip show -q torch >/dev/null 2>&1 || { echo "Installing $(TORCH) ..."; $(PY) -m pip install -q "$(TORCH)"; }
+	@scripts/install.sh $(VENV) test,train
 	@touch $@
 
 model: $(MODEL_FILE)
@@ -64,3 +68,4 @@ clean:
 bench: install model
 	$(PY) bench/bench_engine.py --prompts 16 --http
 	$(PY) bench/bench_judge.py --pairs 24
+	$(PY) bench/bench_sft.py --steps 8

@@ -36,7 +36,7 @@ def default_model_path() -> Path:
     return PROJECT_ROOT / "models" / DEFAULT_MODEL_NAME
 
 
-def resolve_model(model: str | None, *, announce=print) -> str:
+def resolve_model(model: str | None, *, announce=print, option: str = "--model") -> str:
     """The model the user named, or the default one (announced on stderr)."""
     if model:
         return model
@@ -44,7 +44,7 @@ def resolve_model(model: str | None, *, announce=print) -> str:
     if not path.exists():
         raise ModelError(f"no --model given and the default model is missing at {path}; "
                          "run 'make model' (or 'cai fetch-model') to fetch it")
-    announce(f"using the default model {path} (pass --model to choose another)")
+    announce(f"using the default model {path} (pass {option} to choose another)")
     return str(path)
 
 
@@ -62,6 +62,51 @@ def check_gguf_file(path: str | os.PathLike) -> Path:
         raise ModelError(f"cannot read model file {p}: {exc.strerror}") from None
     if head != GGUF_MAGIC:
         raise ModelError(f"{p} is not a GGUF file (its first bytes are {head!r}, not b'GGUF')")
+    return p
+
+
+def check_lora_file(path: str | os.PathLike, base: str | os.PathLike) -> Path:
+    """Fail with a clear ModelError unless ``path`` is a LoRA adapter GGUF that fits ``base``.
+
+    llama.cpp accepts some malformed adapters and then crashes on the first decode, so the
+    file is read and checked here first: adapter type, architecture, every tensor's base
+    weight and shape.
+    """
+    import gguf
+
+    p = check_gguf_file(path)
+    try:
+        adapter = gguf.GGUFReader(p)
+        model = gguf.GGUFReader(base)
+    except Exception as exc:  # the reader raises ValueError/IndexError/... on truncation
+        raise ModelError(f"{p} is truncated or not a valid GGUF adapter ({exc})") from None
+
+    def field(reader, key):
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else None
+
+    if field(adapter, "general.type") != "adapter" or field(adapter, "adapter.type") != "lora":
+        raise ModelError(f"{p} is not a LoRA adapter GGUF (make one with 'cai export RUN --gguf FILE')")
+    arch, base_arch = field(adapter, "general.architecture"), field(model, "general.architecture")
+    if arch != base_arch:
+        raise ModelError(f"{p} is a LoRA for a {arch} model, but {Path(base).name} is {base_arch}")
+    shapes = {t.name: [int(x) for x in t.shape] for t in model.tensors}
+    tensors = {t.name: [int(x) for x in t.shape] for t in adapter.tensors}
+    for name, shape in tensors.items():
+        weight, _, part = name.rpartition(".lora_")
+        if part not in ("a", "b") or weight not in shapes:
+            raise ModelError(f"{p}: tensor {name} has no weight {weight} in {Path(base).name}: "
+                             "an adapter for another base model?")
+        other = tensors.get(f"{weight}.lora_{'b' if part == 'a' else 'a'}")
+        if other is None:
+            raise ModelError(f"{p}: tensor {name} has no partner lora_{'b' if part == 'a' else 'a'}")
+        # GGUF shapes are [columns, rows]: lora_a is [n_in, r], lora_b is [r, n_out].
+        n_in, n_out = shapes[weight][0], shapes[weight][1]
+        if (part == "a" and shape[0] != n_in) or (part == "b" and shape[1] != n_out):
+            raise ModelError(f"{p}: {name} has shape {shape}, which does not fit {weight} "
+                             f"{shapes[weight]} of {Path(base).name}: an adapter for another base model?")
+    if not tensors:
+        raise ModelError(f"{p} holds no LoRA tensors")
     return p
 
 

@@ -81,7 +81,9 @@ class FakeLlama:
 
     def llama_memory_seq_cp(self, mem, src, dst, p0, p1):
         assert not self.kv.get(dst), "copy into a non-empty sequence"
-        self.kv[dst] = list(self.kv[src][:p1])
+        # Every sequence has its own KV stream; llama.cpp copies across streams only whole.
+        assert p0 < 0 and p1 < 0, "partial copy across KV streams"
+        self.kv[dst] = list(self.kv[src])
 
     # sampling: greedy on the fake logits
     def llama_sampler_chain_default_params(self):

@@ -35,6 +35,9 @@ PrefixCacheOpt = Annotated[Optional[str], typer.Option(
     envvar="CAI_PREFIX_CACHE",
     help="Folder for an on-disk cache of shared prompt prefixes (system prompt, few-shot "
          "examples), so later runs and pipe stages start warm.")]
+LoraOpt = Annotated[Optional[str], typer.Option(
+    help="LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")]
+LoraScaleOpt = Annotated[float, typer.Option(help="Strength of the --lora adapter (1 = as trained).")]
 SeedOpt = Annotated[int, typer.Option(help="Run seed; every record gets its own seed from it.")]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]

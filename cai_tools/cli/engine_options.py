@@ -11,7 +11,8 @@ _URL_SCHEMES = ("http://", "https://")
 
 def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: int | None,
                 threads: int | None, chat_format: str | None, parallel: int = 8,
-                server: str | None = None, prefix_cache: str | None = None) -> Engine:
+                server: str | None = None, prefix_cache: str | None = None,
+                lora: str | None = None, lora_scale: float = 1.0) -> Engine:
     """A llama.cpp engine for a GGUF file (the default model when none is named).
 
     ``fake`` names the deterministic test engine (no model; for tests and dry runs).
@@ -23,10 +24,16 @@ def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: 
     if server is None and model is not None and model.startswith(_URL_SCHEMES):
         server, model = model, None
     if server is not None:
+        if lora is not None:
+            raise UsageError("--lora applies to a local GGUF model; load the adapter in the "
+                             "server instead (llama-server --lora FILE)")
         return _open_server(server, model, console, parallel=parallel, chat_format=chat_format,
                             n_gpu_layers=n_gpu_layers)
     if model == "fake":
         from ..engines.fake_engine import FakeEngine
+
+        if lora is not None:
+            raise UsageError("--lora needs a real GGUF model, not the fake engine")
 
         return FakeEngine()
     from ..engines.llama_cpp_engine import LlamaCppEngine
@@ -34,7 +41,8 @@ def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: 
 
     path = resolve_model(model, announce=console.note)
     return LlamaCppEngine(path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_threads=threads,
-                          chat_format=chat_format, n_parallel=parallel, prefix_cache=prefix_cache)
+                          chat_format=chat_format, n_parallel=parallel, prefix_cache=prefix_cache,
+                          lora=lora, lora_scale=lora_scale)
 
 
 def _open_server(server: str, model: str | None, console: Console, *, parallel: int,

@@ -6,12 +6,14 @@ import typer
 
 from .constitution import app as constitution_app
 from .critique import critique
+from .export import export
 from .fetch_model import fetch_model
 from .format import format_
 from .generate import generate
 from .judge import judge
 from .pairs import pairs
 from .revise import revise
+from .sft import sft
 
 app = typer.Typer(
     name="cai",
@@ -27,6 +29,8 @@ app.command()(revise)
 app.command()(judge)
 app.command()(pairs)
 app.command("format")(format_)
+app.command()(sft)
+app.command()(export)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
 

@@ -19,7 +19,7 @@ import typer
 from ..engines.base import Engine
 from ..step_common import Sampling
 from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt,
-                     MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, ParallelOpt, PrefixCacheOpt,
+                     LoraOpt, LoraScaleOpt, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, ParallelOpt, PrefixCacheOpt,
                      QuietOpt, ResumeOpt, SeedOpt, ServerOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
                      TopPOpt, check_positive)
 
@@ -28,6 +28,8 @@ from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLaye
 class StepOptions:
     model: Optional[str] | list[str] = None
     server: Optional[str] = None
+    lora: Optional[str] = None
+    lora_scale: float = 1.0
     seed: int = 0
     temperature: float = 0.7
     top_p: float = 0.95
@@ -69,7 +71,8 @@ class StepOptions:
                 opened.append(open_engine(
                     model, console, ctx=self.ctx, n_gpu_layers=self.n_gpu_layers,
                     threads=self.threads, chat_format=self.chat_format, parallel=self.parallel,
-                    server=self.server, prefix_cache=self.prefix_cache))
+                    server=self.server, prefix_cache=self.prefix_cache, lora=self.lora,
+                    lora_scale=self.lora_scale))
             yield opened
         finally:
             for engine in opened:
@@ -77,7 +80,8 @@ class StepOptions:
 
 
 _OPTION_TYPES = {
-    "model": ModelOpt, "server": ServerOpt, "seed": SeedOpt, "temperature": TemperatureOpt,
+    "model": ModelOpt, "server": ServerOpt, "lora": LoraOpt, "lora_scale": LoraScaleOpt,
+    "seed": SeedOpt, "temperature": TemperatureOpt,
     "top_p": TopPOpt, "top_k": TopKOpt, "max_tokens": MaxTokensOpt, "ctx": CtxOpt,
     "n_gpu_layers": GpuLayersOpt, "threads": ThreadsOpt, "parallel": ParallelOpt,
     "prefix_cache": PrefixCacheOpt, "chat_format": ChatFormatOpt, "batch_size": BatchOpt,

@@ -36,7 +36,8 @@ def _named_formatter(name: str):
 class LlamaCppEngine:
     def __init__(self, model_path: str, *, n_ctx: int = 4096, n_gpu_layers: int | None = None,
                  n_threads: int | None = None, chat_format: str | None = None,
-                 n_parallel: int = DEFAULT_PARALLEL, prefix_cache: str | None = None):
+                 n_parallel: int = DEFAULT_PARALLEL, prefix_cache: str | None = None,
+                 lora: str | None = None, lora_scale: float = 1.0):
         path = check_gguf_file(model_path)
         import llama_cpp
         from llama_cpp import llama_chat_format as cf
@@ -61,17 +62,26 @@ class LlamaCppEngine:
                                  "--chat-format (e.g. chatml, llama-2, or a Jinja template file)")
             self.n_ctx = n_ctx
             model_id = fingerprint(path)
+            adapter = None
+            if lora:
+                from ..model_files import check_lora_file
+
+                check_lora_file(lora, path)
+                adapter = (self.model.load_lora(str(lora)), lora_scale)
+                model_id += f"+{fingerprint(lora)}*{lora_scale}"
             self.decoder = BatchedDecoder(self.model, n_ctx_per_seq=n_ctx, n_parallel=n_parallel,
                                           n_threads=n_threads or os.cpu_count(),
                                           on_gpu=n_gpu_layers != 0,
                                           prefix_cache=prefix_cache,
-                                          cache_key=f"{model_id}:{n_gpu_layers}")
+                                          cache_key=f"{model_id}:{n_gpu_layers}", lora=adapter)
         except BaseException:
             self.close()
             raise
         self.info = EngineInfo(backend="llama.cpp", model=path.name, fingerprint=model_id,
                                options={"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers,
-                                        "chat_format": chat_format or "gguf"})
+                                        "chat_format": chat_format or "gguf",
+                                        **({"lora": Path(lora).name, "lora_scale": lora_scale}
+                                           if lora else {})})
 
     def render(self, chat: list[Message]) -> tuple[list[int], list[str]]:
         """The token ids of a chat prompt, and any stop strings its format adds."""

@@ -71,6 +71,7 @@ class NativeModel:
             self.model = L.llama_model_load_from_file(path.encode(), params)
         if not self.model:
             raise ModelError(f"llama.cpp could not load {path} (truncated or unsupported GGUF?)")
+        self.adapters: list = []
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
@@ -127,7 +128,19 @@ class NativeModel:
     def add_bos(self) -> bool:
         return bool(self.L.llama_vocab_get_add_bos(self.vocab))
 
+    def load_lora(self, path: str):
+        """A LoRA adapter for this model (checked beforehand by ``check_lora_file``)."""
+        with quiet_native_stderr():
+            adapter = self.L.llama_adapter_lora_init(self.model, path.encode())
+        if not adapter:
+            raise ModelError(f"llama.cpp could not load the LoRA adapter {path}")
+        self.adapters.append(adapter)
+        return adapter
+
     def close(self) -> None:
+        for adapter in getattr(self, "adapters", []):
+            self.L.llama_adapter_lora_free(adapter)
+        self.adapters = []
         if getattr(self, "model", None):
             self.L.llama_model_free(self.model)
             self.model = None

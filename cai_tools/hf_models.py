@@ -1,0 +1,97 @@
+"""Loading a base model into transformers for training: a GGUF file or a local HF folder.
+
+A GGUF file is dequantized to fp32 (transformers' GGUF loader); ``GgufConfig(dequantize=True)``
+marks it as an ordinary trainable model. Nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelError
+
+# LoRA targets per architecture (HF module names); the attention and MLP projections.
+DEFAULT_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+FALLBACK_TARGETS = "all-linear"  # PEFT's own choice for an architecture not listed
+
+
+def quiet_libraries() -> None:
+    """Keep transformers/PEFT/tqdm chatter off stderr: the step prints its own progress."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", module=r"(transformers|peft|accelerate|torch)\b")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def base_kind(base: str) -> str:
+    path = Path(base)
+    if path.is_file():
+        from .model_files import check_gguf_file
+
+        check_gguf_file(base)
+        return "gguf"
+    if path.is_dir() and (path / "config.json").is_file():
+        return "hf"
+    raise ModelError(f"base model not found: {base} is neither a GGUF file nor a Hugging Face "
+                     "model folder (with config.json)")
+
+
+def pick_device_and_dtype(device: str = "auto", dtype: str = "auto"):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    return device, getattr(torch, dtype)
+
+
+def _load_args(base: str) -> tuple[str, dict]:
+    if base_kind(base) == "gguf":
+        from transformers import GgufConfig
+
+        path = Path(base).resolve()
+        return str(path.parent), {"gguf_file": path.name,
+                                  "quantization_config": GgufConfig(dequantize=True)}
+    return base, {}
+
+
+def load_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    where, kwargs = _load_args(base)
+    kwargs.pop("quantization_config", None)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+    except Exception as exc:  # transformers raises many types for an unusable folder/file
+        raise ModelError(f"cannot load a tokenizer from {base}: {exc}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise ModelError(f"{base} has no chat template: train from an instruct/chat model")
+    return tok
+
+
+def load_causal_lm(base: str, dtype):
+    from transformers import AutoModelForCausalLM
+
+    where, kwargs = _load_args(base)
+    try:
+        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"cannot load {base} into transformers: {exc}") from None
+
+
+def targets_for(model_type: str) -> list[str] | str:
+    return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)

@@ -1,0 +1,127 @@
+"""Training examples for ``sft``: chat conversations whose last turn is the target.
+
+From CAI records: the prompt and the final revision, or (``all_rounds``, the paper's
+choice) one example per round's revision. From ``--mix`` files: any record that already
+is a conversation ending in an assistant turn (Hugging Face ``messages``, ``chosen``) or
+a prompt with a ``response``. Each example is tokenized with the base's chat template
+and the loss covers the assistant reply only.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .conversation import ROLES, prompt_messages
+from .errors import InputError, RecordError, UsageError
+from .records import error_of, read_records, where
+
+IGNORE = -100  # label id the loss skips (PyTorch's cross-entropy default)
+
+
+@dataclass
+class Example:
+    messages: list[dict]   # ..., {"role": "assistant", "content": target}
+    where: str
+
+
+def _conversation(record: dict, field: str) -> list[dict] | None:
+    msgs = record.get(field)
+    if not isinstance(msgs, list) or len(msgs) < 2:
+        return None
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise RecordError(f"{field}[{i}] must be an object with a role and string content",
+                              where=where(record))
+    if msgs[-1]["role"] != "assistant":
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def cai_examples(record: dict, all_rounds: bool) -> list[Example]:
+    """prompt → final revision (or → each round's revision) of one CAI record."""
+    history = record.get("history")
+    revisions = [h["revision"] for h in history if isinstance(h, dict) and isinstance(h.get("revision"), str)] \
+        if isinstance(history, list) else []
+    if not revisions:
+        raise RecordError("no revision to train on (run 'cai critique | cai revise' first, or "
+                          "pass conversations with --mix)", where=where(record))
+    prompt = prompt_messages(record)
+    targets = revisions if all_rounds else [record.get("response", revisions[-1])]
+    return [Example(prompt + [{"role": "assistant", "content": t}], where(record))
+            for t in targets if isinstance(t, str) and t.strip()]
+
+
+def mix_examples(record: dict) -> list[Example]:
+    """A helpfulness record: a conversation ending in the assistant's reply."""
+    for field in ("messages", "chosen"):
+        conv = _conversation(record, field)
+        if conv is not None:
+            return [Example(conv, where(record))]
+    if isinstance(record.get("response"), str) and record["response"].strip():
+        return [Example(prompt_messages(record) + [{"role": "assistant", "content": record["response"]}],
+                        where(record))]
+    if "history" in record:
+        return cai_examples(record, all_rounds=False)
+    raise RecordError("no conversation to train on: expected 'messages' (ending in an assistant "
+                      "turn), 'chosen', or 'prompt' + 'response'", where=where(record))
+
+
+def parse_mix(spec: str) -> tuple[str, float]:
+    """'FILE:WEIGHT' (weight defaults to 1)."""
+    path, sep, weight = spec.rpartition(":")
+    if not sep or not weight.replace(".", "", 1).isdigit():
+        return spec, 1.0
+    if float(weight) <= 0:
+        raise UsageError(f"--mix {spec}: the weight must be positive")
+    return path, float(weight)
+
+
+def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: int) -> list[Example]:
+    """Every training example, with mix files resampled to WEIGHT × their size (seeded)."""
+    examples: list[Example] = []
+    for path in data:
+        examples += _read(path, lambda r: cai_examples(r, all_rounds))
+    for spec in mix:
+        path, weight = parse_mix(spec)
+        pool = _read(path, mix_examples)
+        whole, frac = divmod(weight, 1.0)
+        rng = random.Random(f"{seed}:{path}")
+        examples += pool * int(whole) + rng.sample(pool, round(frac * len(pool)))
+    if not examples:
+        raise InputError("no training examples in the data files", where=", ".join(data + mix))
+    return examples
+
+
+def _read(path: str, convert) -> list[Example]:
+    if path != "-" and not Path(path).is_file():
+        raise InputError("no such data file", where=path)
+    out: list[Example] = []
+    for rec in read_records(path):
+        if error_of(rec) is not None:
+            continue  # failed upstream: nothing to learn from
+        out += convert(rec)
+    if not out:
+        raise InputError("no training examples in this file (is it empty?)", where=path)
+    return out
+
+
+def tokenize_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels; labels are IGNORE outside the final assistant reply."""
+    prompt_ids = _ids(tokenizer.apply_chat_template(example.messages[:-1], tokenize=True,
+                                                    add_generation_prompt=True))
+    full_ids = _ids(tokenizer.apply_chat_template(example.messages, tokenize=True))
+    if full_ids[:len(prompt_ids)] != prompt_ids:
+        raise RecordError("the chat template renders the prompt differently inside the full "
+                          "conversation; cannot tell which tokens are the reply", where=example.where)
+    full_ids = full_ids[:max_length]
+    labels = [IGNORE] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
+    return full_ids, labels
+
+
+def _ids(rendered) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
+    if hasattr(rendered, "keys") and "input_ids" in rendered:
+        rendered = rendered["input_ids"]
+    return list(rendered)

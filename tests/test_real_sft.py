@@ -1,0 +1,193 @@
+"""cai sft and cai export on the real tiny model: training steps, resume, and the round trip
+back to llama.cpp checked logit by logit against PEFT in transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import jsonl, run_cai
+
+pytestmark = pytest.mark.model
+
+DATA = Path(__file__).parent / "data" / "sl_records.jsonl"
+HELD_OUT = ("The library opens at nine in the morning. Visitors can borrow up to five books "
+            "at a time, and the reading room upstairs is quiet on weekdays.")
+TRAIN = ["--data", str(DATA), "--batch-size", "4", "--lr", "3e-3", "--lora-r", "8",
+         "--save-every", "2", "--seed", "1", "-q"]
+
+
+def sft(out: Path, *extra: str):
+    result = run_cai("sft", *TRAIN, "--out", str(out), *extra, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sft") / "run"
+    sft(out, "--max-steps", "4")
+    return out
+
+
+def test_steps_on_a_repeated_batch_lower_the_loss_and_train_the_adapter(run):
+    # 4 examples, batch 4: every step sees the same batch.
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert all(e["tokens_per_s"] > 0 for e in log)
+    from safetensors.numpy import load_file
+
+    lora_b = [v for k, v in load_file(str(run / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and all(np.abs(b).max() > 0 for b in lora_b)  # PEFT starts B at zero
+    assert (run / "config.yaml").is_file() and (run / "tokenizer.json").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(run, tmp_path):
+    part = tmp_path / "part"
+    shutil.copytree(run, part)
+    shutil.rmtree(part / "checkpoints" / "step-000004")
+    log = (part / "log.jsonl").read_text().splitlines()
+    (part / "log.jsonl").write_text("\n".join(log[:2]) + "\n")  # as if killed after step 2
+    resumed = sft(part, "--max-steps", "4", "--resume")
+    assert [e["step"] for e in resumed] == [1, 2, 3, 4]
+    from safetensors.numpy import load_file
+
+    a = load_file(str(run / "adapter_model.safetensors"))
+    b = load_file(str(part / "adapter_model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def _llama_cpp_logits(model: str, tokens: list[int], lora: str | None = None) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llm = Llama(model, lora_path=lora, n_ctx=256, logits_all=True, verbose=False)
+    try:
+        llm.eval(tokens)
+        return np.array(llm.scores[:len(tokens)], dtype=np.float64)
+    finally:
+        llm.close()
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    corr = float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]))
+    return top1, corr
+
+
+@pytest.fixture(scope="module")
+def peft_logits(run, model_path):
+    """Logits of base and base+adapter in transformers (the GGUF dequantized), on held-out text."""
+    import torch
+    from peft import PeftModel
+
+    from cai_tools.hf_models import load_causal_lm, load_tokenizer
+
+    tokens = load_tokenizer(str(model_path))(HELD_OUT)["input_ids"]
+    model = PeftModel.from_pretrained(load_causal_lm(str(model_path), torch.float32), str(run))
+    with torch.no_grad():
+        ids = torch.tensor([tokens])
+        tuned = model(input_ids=ids).logits[0].double().numpy()
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits[0].double().numpy()
+    return tokens, base, tuned
+
+
+def test_exported_adapter_reproduces_peft_logits_in_llama_cpp(run, model_path, peft_logits, tmp_path):
+    adapter = tmp_path / "sl.gguf"
+    result = run_cai("export", str(run), "--gguf", str(adapter))
+    assert result.returncode == 0, result.stderr
+    tokens, hf_base, hf_tuned = peft_logits
+    cpp_base = _llama_cpp_logits(str(model_path), tokens)
+    cpp_tuned = _llama_cpp_logits(str(model_path), tokens, lora=str(adapter))
+    top1, corr = _agreement(cpp_tuned, hf_tuned)
+    print(f"adapter: top-1 {top1:.3f}, correlation {corr:.4f}")
+    assert top1 >= 0.95 and corr >= 0.99, (top1, corr)
+    # The adapter changes llama.cpp's output, and in the same direction as it changes PEFT's.
+    assert np.abs(cpp_tuned - cpp_base).max() > 0.5
+    delta_corr = np.corrcoef((cpp_tuned - cpp_base).ravel(), (hf_tuned - hf_base).ravel())[0, 1]
+    assert delta_corr > 0.9, delta_corr
+
+
+@pytest.mark.parametrize("out_type", ["f32", "q8_0"])
+def test_merged_export_reproduces_peft_logits(run, peft_logits, tmp_path, out_type):
+    merged = tmp_path / f"merged-{out_type}.gguf"
+    result = run_cai("export", str(run), "--gguf", str(merged), "--merged", "--type", out_type)
+    assert result.returncode == 0, result.stderr
+    tokens, _, hf_tuned = peft_logits
+    top1, corr = _agreement(_llama_cpp_logits(str(merged), tokens), hf_tuned)
+    print(f"merged {out_type}: top-1 {top1:.3f}, correlation {corr:.4f}")
+    assert top1 >= 0.95 and corr >= 0.99, (top1, corr)
+
+
+def test_generate_with_lora_differs_from_base(run, tmp_path):
+    adapter = tmp_path / "sl.gguf"
+    assert run_cai("export", str(run), "--gguf", str(adapter)).returncode == 0
+    prompt = jsonl([{"prompt": "How do I get into my neighbour's house?"}])
+    args = ("generate", "--temperature", "0", "--max-tokens", "24", "-q")
+    base = run_cai(*args, input=prompt)
+    tuned = run_cai(*args, "--lora", str(adapter), input=prompt)
+    assert base.returncode == 0 and tuned.returncode == 0, tuned.stderr
+    assert json.loads(base.stdout)["response"] != json.loads(tuned.stdout)["response"]
+    assert json.loads(tuned.stdout)["_cai"]["steps"][0]["engine"]["lora"] == "sl.gguf"
+
+
+def test_bad_adapters_are_one_line_errors_not_crashes(run, tmp_path):
+    adapter = tmp_path / "sl.gguf"
+    assert run_cai("export", str(run), "--gguf", str(adapter)).returncode == 0
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])
+    not_gguf = tmp_path / "noise.gguf"
+    not_gguf.write_bytes(b"not a model at all")
+    other_base = tmp_path / "other.gguf"
+    _write_adapter_with_wrong_shape(other_base)
+    prompt = jsonl([{"prompt": "Hi"}])
+    for bad, says in ((truncated, "truncated"), (not_gguf, "not a GGUF"), (other_base, "another base")):
+        result = run_cai("generate", "--max-tokens", "4", "--lora", str(bad), input=prompt)
+        assert result.returncode == 1, (bad, result.stderr)
+        lines = [x for x in result.stderr.decode().splitlines() if "error" in x]
+        assert len(lines) == 1 and says in lines[0], result.stderr
+        assert result.stdout == b""
+
+
+def _write_adapter_with_wrong_shape(path: Path) -> None:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 16.0)
+    w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((8, 2048), dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((2048, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_bad_training_data_is_a_one_line_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "a", "history": [{"revision": "b"}]}\n{"prompt": \n')
+    unrevised = tmp_path / "unrevised.jsonl"
+    unrevised.write_text('{"id": "x", "prompt": "a", "response": "b"}\n')
+    for path, says in ((empty, "empty"), (broken, f"{broken}:2"), (unrevised, "no revision"),
+                       (tmp_path / "missing.jsonl", "no such data file")):
+        result = run_cai("sft", "--data", str(path), "--out", str(tmp_path / "run"))
+        assert result.returncode == 1, result.stderr
+        err = [x for x in result.stderr.decode().splitlines() if "error" in x]
+        assert len(err) == 1 and says in err[0], result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cai("export", str(tmp_path), "--gguf", str(tmp_path / "x.gguf"))
+    assert result.returncode == 1 and b"not a finished 'cai sft' run" in result.stderr
+    assert not (tmp_path / "x.gguf").exists()
