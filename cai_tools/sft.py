@@ -141,6 +141,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict], Non
         set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
         _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
         step = json.loads((checkpoint / "state.json").read_text())["step"]
+        if accelerator.is_main_process:
+            _truncate_log(run / "log.jsonl", step)
     on_note(f"training {total} steps of {per_step} examples on {accelerator.device} ({dtype}), "
             f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha}" + (f", resuming after step {step}" if step else ""))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -223,6 +225,17 @@ def _target_logits(model, input_ids, mask, labels):
         pass
     logits = model(input_ids=input_ids, attention_mask=mask).logits
     return logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines of steps after the checkpoint (a killed run logged them, then lost them)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _example_order(n: int, needed: int, seed: int) -> list[int]:

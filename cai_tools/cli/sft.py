@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
@@ -44,7 +45,9 @@ def sft(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... [auto].")] = None,
     dtype: Annotated[Optional[str], typer.Option(
         help="float32, bfloat16, float16 [auto: bfloat16 on a GPU that has it, else float32].")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the run in --out from its last checkpoint, with its config.yaml "
+             "(options given here override it, e.g. a larger --max-steps).")] = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -59,6 +62,8 @@ def sft(
                      epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                      learning_rate=learning_rate, warmup_steps=warmup_steps, max_length=max_length,
                      save_every=save_every, seed=seed, device=device, dtype=dtype)
+        if resume and config is None and out and (Path(out) / "config.yaml").is_file():
+            config = str(Path(out) / "config.yaml")  # the run's own settings; options override
         if not base and not _base_in(config):
             given["base"] = resolve_model(None, announce=console.note, option="--base")
         cfg = SFTConfig.from_sources(config, given)
