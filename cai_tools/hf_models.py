@@ -70,8 +70,11 @@ def _load_args(base: str) -> tuple[str, dict]:
 def load_tokenizer(base: str):
     from transformers import AutoTokenizer
 
-    where, kwargs = _load_args(base)
-    kwargs.pop("quantization_config", None)
+    if Path(base).is_dir() and (Path(base) / "tokenizer_config.json").is_file():
+        where, kwargs = base, {}   # a model folder, or a run folder holding the tokenizer
+    else:
+        where, kwargs = _load_args(base)
+        kwargs.pop("quantization_config", None)
     try:
         tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
     except Exception as exc:  # transformers raises many types for an unusable folder/file
@@ -95,3 +98,44 @@ def load_causal_lm(base: str, dtype):
 
 def targets_for(model_type: str) -> list[str] | str:
     return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)
+
+
+def load_reward_model(base: str, dtype):
+    """A one-output sequence classifier (fresh ``score`` head) on the base, for a PM.
+
+    The reward is read at the last position of each row (inputs are left-padded): a pad id
+    that matches no token makes transformers pool there, whatever the tokenizer's pad/eos.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    where, kwargs = _load_args(base)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=1, dtype=dtype, local_files_only=True, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"cannot load {base} into transformers: {exc}") from None
+    model.config.pad_token_id = -1
+    return model
+
+
+def encode_left_padded(rows: list[list[int]], pad_id: int, device):
+    """input_ids, attention_mask and position_ids for left-padded rows (last token = last real)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def chat_ids(tokenizer, messages: list[dict], max_length: int) -> list[int]:
+    """A whole conversation in the tokenizer's chat template; the end kept when too long
+    (the reward is read at the last token)."""
+    rendered = tokenizer.apply_chat_template(messages, tokenize=True)
+    if hasattr(rendered, "keys") and "input_ids" in rendered:
+        rendered = rendered["input_ids"]
+    return list(rendered)[-max_length:]

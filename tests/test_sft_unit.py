@@ -7,7 +7,8 @@ import pytest
 
 from cai_tools.errors import InputError, RecordError, UsageError
 from cai_tools.export import _lora_pairs, permute_rows
-from cai_tools.sft import SFTConfig, _lr
+from cai_tools.lora_training import _lr
+from cai_tools.sft import SFTConfig
 from cai_tools.sft_data import cai_examples, load_examples, mix_examples, parse_mix
 
 RECORD = {"id": "r", "prompt": "Q?", "response": "final",

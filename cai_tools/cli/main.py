@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .constitution import app as constitution_app
+from .build_pm import build_pm
 from .critique import critique
 from .export import export
 from .fetch_model import fetch_model
@@ -13,6 +14,7 @@ from .generate import generate
 from .judge import judge
 from .pairs import pairs
 from .revise import revise
+from .score import best_of_n, score
 from .sft import sft
 
 app = typer.Typer(
@@ -31,6 +33,9 @@ app.command()(pairs)
 app.command("format")(format_)
 app.command()(sft)
 app.command()(export)
+app.command("build-pm")(build_pm)
+app.command()(score)
+app.command("best-of-n")(best_of_n)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
 

@@ -1,0 +1,119 @@
+"""``build-pm``: a preference model trained on soft labels (the paper's PM, phase 2).
+
+A one-output sequence classifier on the base (LoRA adapters plus a trainable ``score``
+head) gives each conversation a reward r. For a pair with soft label p = P(chosen better),
+the loss is the Bradley-Terry cross-entropy with soft targets:
+
+    -[p · log σ(r_c − r_r) + (1 − p) · log σ(r_r − r_c)]
+
+which is the usual hard-label loss at p = 1 (TRL's RewardTrainer takes hard labels only).
+Several ``--data FILE:WEIGHT`` inputs mix AI harmlessness labels from ``cai judge`` with human
+helpfulness comparisons, as the paper did. A held-out split is scored at the end: accuracy
+and expected calibration error of σ(r_c − r_r) against the soft labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import UsageError
+from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
+from .lora_training import Task, TrainingConfig, prepare_run, run_training
+from .preferences import Preference, load_preferences
+
+ECE_BINS = 10
+
+
+@dataclass
+class PMConfig(TrainingConfig):
+    data: list[str] = field(default_factory=list)   # FILE or FILE:WEIGHT
+    eval_fraction: float = 0.1
+    learning_rate: float = 1e-4
+
+    def check(self) -> None:
+        super().check()
+        if not self.data:
+            raise UsageError("no preference data: pass --data FILE[:WEIGHT] (from 'cai judge', "
+                             "'cai pairs' or chosen/rejected comparisons)")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise UsageError("eval_fraction must be in [0, 1)")
+
+
+def soft_bt_loss(margin, label):
+    """Per-pair soft-label Bradley-Terry loss; ``margin`` = r_chosen − r_rejected."""
+    import torch.nn.functional as F
+
+    return -(label * F.logsigmoid(margin) + (1.0 - label) * F.logsigmoid(-margin))
+
+
+def pair_margins(model, tokenizer, pairs: list[Preference], max_length: int, device):
+    """r_chosen − r_rejected for each pair, in one forward pass over both sides."""
+    rows = [chat_ids(tokenizer, p.chosen, max_length) for p in pairs] + \
+           [chat_ids(tokenizer, p.rejected, max_length) for p in pairs]
+    ids, mask, positions = encode_left_padded(rows, tokenizer.pad_token_id, device)
+    rewards = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, 0].float()
+    return rewards[:len(pairs)] - rewards[len(pairs):], int(mask.sum())
+
+
+def train_pm(cfg: PMConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
+             on_note: Callable[[str], None] = lambda message: None) -> dict:
+    """Train (or resume) a PM run; returns its summary with the held-out report."""
+    checkpoint = prepare_run(cfg, resume)
+    import torch
+
+    train, held = load_preferences(cfg.data, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    on_note(f"{len(train)} training pairs, {len(held)} held out; loading {cfg.base}")
+    tokenizer = load_tokenizer(cfg.base)
+
+    def micro_loss(model, items, device):
+        pairs = [train[i] for i in items]
+        margins, tokens = pair_margins(model, tokenizer, pairs, cfg.max_length, device)
+        labels = torch.tensor([p.label for p in pairs], device=margins.device)
+        return soft_bt_loss(margins, labels).sum(), tokens
+
+    task = Task(peft_task_type="SEQ_CLS", n_items=len(train),
+                load_model=lambda dtype: load_reward_model(cfg.base, dtype), micro_loss=micro_loss,
+                denominator=len)
+    summary, model = run_training(cfg, task, tokenizer, checkpoint, on_step=on_step, on_note=on_note,
+                                  summary={"pairs": len(train), "held_out": len(held)})
+    if model is not None and held:
+        report = evaluate(model, tokenizer, held, cfg.max_length, cfg.batch_size)
+        (Path(cfg.out) / "eval.json").write_text(json.dumps(report, indent=2))
+        summary["eval"] = report
+    return summary
+
+
+def evaluate(model, tokenizer, pairs: list[Preference], max_length: int, batch_size: int) -> dict:
+    """Accuracy (on pairs whose label is not 0.5), mean loss, and calibration of σ(margin)."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    margins = []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            m, _ = pair_margins(model, tokenizer, pairs[i:i + batch_size], max_length, device)
+            margins += m.tolist()
+    labels = [p.label for p in pairs]
+    return calibration_report(margins, labels)
+
+
+def calibration_report(margins: list[float], labels: list[float]) -> dict:
+    import math
+
+    probs = [1.0 / (1.0 + math.exp(-m)) for m in margins]
+    decided = [(q, p) for q, p in zip(probs, labels) if p != 0.5]
+    accuracy = sum((q > 0.5) == (p > 0.5) for q, p in decided) / len(decided) if decided else None
+    losses = [-(p * math.log(max(q, 1e-12)) + (1 - p) * math.log(max(1 - q, 1e-12))) for q, p in zip(probs, labels)]
+    ece = 0.0
+    for b in range(ECE_BINS):
+        members = [(q, p) for q, p in zip(probs, labels)
+                   if b / ECE_BINS <= q < (b + 1) / ECE_BINS or (b == ECE_BINS - 1 and q == 1.0)]
+        if members:
+            gap = abs(sum(q for q, _ in members) - sum(p for _, p in members)) / len(members)
+            ece += len(members) / len(probs) * gap
+    return {"pairs": len(probs), "accuracy": accuracy, "mean_loss": sum(losses) / len(losses),
+            "ece": ece, "mean_margin": sum(margins) / len(margins)}

@@ -1,0 +1,272 @@
+"""The LoRA training loop shared by ``sft`` and ``build-pm``.
+
+A plain loop (AdamW, linear warmup and decay, gradient accumulation) rather than a Trainer,
+so that everything a run writes is safetensors/JSON/YAML (no pickled optimizer state) and a
+resumed run replays exactly the batches and dropout masks it would have seen. ``accelerate
+launch`` runs it on several GPUs: each process takes its share of every step's items and
+accelerate averages the gradients.
+
+A run folder holds: ``config.yaml`` (the resolved config), ``log.jsonl`` (one line per
+step), ``checkpoints/step-N/`` (adapter, optimizer state, step), and at the end the adapter
+(``adapter_model.safetensors`` + ``adapter_config.json``), the tokenizer and ``cai_run.json``
+(what ``export``, ``score`` and ``rl`` need to know about the base).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import InputError, UsageError
+from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries, targets_for
+
+
+@dataclass
+class TrainingConfig:
+    """Options every LoRA training step has; a step's own config adds its data options."""
+
+    base: str = ""
+    out: str = ""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None   # None: the architecture's default
+    epochs: float = 1.0
+    max_steps: int | None = None              # overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_length: int = 512
+    save_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"                       # float32 on CPU, bfloat16 on a GPU that has it
+
+    @classmethod
+    def from_sources(cls, yaml_path: str | None, overrides: dict):
+        """Defaults, then the YAML file, then the options given on the command line."""
+        values: dict = {}
+        if yaml_path:
+            try:
+                loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise InputError(f"cannot read config: {exc}", where=yaml_path) from None
+            if not isinstance(loaded, dict):
+                raise InputError("config must be a mapping of option: value", where=yaml_path)
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v not in (None, [], ())})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})",
+                             where=yaml_path or "options")
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if not self.base:
+            raise UsageError("no base model: pass --base (a GGUF file or a HF model folder)")
+        if not self.out:
+            raise UsageError("no run folder: pass --out RUN")
+        for name in ("lora_r", "batch_size", "grad_accum", "max_length", "save_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UsageError("max_steps must be at least 1")
+
+
+@dataclass
+class Task:
+    """What a training step plugs into the loop."""
+
+    peft_task_type: str                          # "CAUSAL_LM" or "SEQ_CLS"
+    n_items: int                                 # training items (examples, pairs)
+    load_model: Callable[[Any], Any]             # dtype -> transformers model
+    micro_loss: Callable[[Any, list[int], Any], tuple[Any, int]]
+    """(model, item indices, device) -> (summed loss tensor, tokens processed)."""
+    denominator: Callable[[list[int]], float]    # a step's items -> what the loss is divided by
+
+
+CHECKPOINTS = "checkpoints"
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    steps = sorted((p for p in (run / CHECKPOINTS).glob("step-*") if (p / "state.json").is_file()),
+                   key=lambda p: int(p.name.split("-")[1]))
+    return steps[-1] if steps else None
+
+
+def prepare_run(cfg: TrainingConfig, resume: bool) -> Path | None:
+    """Check the run folder against --resume; the checkpoint to resume from, if any."""
+    quiet_libraries()
+    run = Path(cfg.out)
+    checkpoint = latest_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
+    if not resume and (run / "log.jsonl").exists():
+        raise UsageError(f"{run} already holds a training run: pass --resume to continue it, "
+                         "or another --out")
+    base_kind(cfg.base)
+    return checkpoint
+
+
+def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | None, *,
+                 on_step: Callable[[dict], None] | None = None,
+                 on_note: Callable[[str], None] = lambda message: None, summary: dict | None = None):
+    """Train (or resume) LoRA adapters for ``task``; returns (summary, trained model or None
+    on processes other than the main one)."""
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    run = Path(cfg.out)
+    device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
+    accelerator = Accelerator(cpu=device == "cpu")
+    torch.manual_seed(cfg.seed)  # a PM's fresh score head and LoRA's A start from this
+    model = task.load_model(dtype)
+    model_type = model.config.model_type
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules or targets_for(model_type),
+                      task_type=task.peft_task_type)
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * task.n_items / per_step))
+    step = 0
+    main = accelerator.is_main_process
+    if checkpoint is not None:
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
+        step = json.loads((checkpoint / "state.json").read_text())["step"]
+        if main:
+            _truncate_log(run / "log.jsonl", step)
+    on_note(f"training {total} steps of {per_step} items on {accelerator.device} ({dtype}), "
+            f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha}" + (f", resuming after step {step}" if step else ""))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    order = _item_order(task.n_items, total * per_step, cfg.seed)
+    log = open(run / "log.jsonl", "a", encoding="utf-8") if main else None
+    started, tokens_seen = time.perf_counter(), 0
+    try:
+        while step < total:
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks: same after a resume
+            ids = order[step * per_step:(step + 1) * per_step]
+            mine = ids[accelerator.process_index::accelerator.num_processes]
+            denominator = task.denominator(mine) or 1.0
+            loss_sum, step_tokens = 0.0, 0
+            for i in range(0, len(mine), cfg.batch_size):
+                loss, tokens = task.micro_loss(model, mine[i:i + cfg.batch_size], accelerator.device)
+                loss = loss / denominator
+                accelerator.backward(loss)
+                loss_sum += loss.item()
+                step_tokens += tokens
+            lr = _lr(cfg, step, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += step_tokens
+            elapsed = time.perf_counter() - started
+            entry = {"step": step, "total_steps": total, "loss": round(loss_sum, 6), "lr": lr,
+                     "tokens": step_tokens, "tokens_per_s": round(tokens_seen / elapsed, 2),
+                     "elapsed_s": round(elapsed, 3)}
+            if main:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                if step % cfg.save_every == 0 or step == total:
+                    _save_checkpoint(accelerator.unwrap_model(model), optimizer, params, run, step)
+            if on_step:
+                on_step(entry)
+    finally:
+        if log:
+            log.close()
+    if not main:
+        return {"steps": step}, None
+    final = accelerator.unwrap_model(model)
+    final.save_pretrained(str(run), safe_serialization=True)
+    tokenizer.save_pretrained(str(run))
+    info = {"base": str(Path(cfg.base).resolve()), "base_kind": base_kind(cfg.base),
+            "model_type": model_type, "task": task.peft_task_type, "steps": step,
+            "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, **(summary or {})}
+    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
+    return info, final
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines of steps after the checkpoint (a killed run logged them, then lost them)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _item_order(n: int, needed: int, seed: int) -> list[int]:
+    """Item indices for the whole run: a fresh seeded permutation per epoch."""
+    import torch
+
+    order: list[int] = []
+    epoch = 0
+    while len(order) < needed:
+        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        order += torch.randperm(n, generator=gen).tolist()
+        epoch += 1
+    return order
+
+
+def _lr(cfg: TrainingConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    return cfg.learning_rate * max(0.0, 1.0 - (step - cfg.warmup_steps) / span)
+
+
+def _save_checkpoint(model, optimizer, params, run: Path, step: int) -> None:
+    """Written to a temporary folder and renamed, so a kill mid-save leaves the last good one."""
+    from safetensors.torch import save_file
+
+    final = run / CHECKPOINTS / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    index = {id(p): i for i, p in enumerate(params)}
+    tensors = {}
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            tensors[f"{index[id(p)]}.{key}"] = value.detach().clone().cpu().contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _load_optimizer(optimizer, params, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        param = params[int(index)]
+        optimizer.state[param][key] = value if key == "step" else value.to(param.device)

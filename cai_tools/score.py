@@ -1,0 +1,123 @@
+"""``score``: rewards from a preference model for every answer in every record.
+
+The PM reads text, not token ids: each answer is put back into its conversation and
+rendered with the PM's own tokenizer and chat template, so a PM built on another base than
+the policy that wrote the answers still scores them correctly.
+
+Fields written: ``reward`` for ``response``, ``rewards`` for ``responses``, and
+``chosen_reward`` / ``rejected_reward`` for preference records. ``pick="best"`` (best-of-n)
+makes the highest-rewarded of ``responses`` the record's ``response``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .conversation import prompt_messages
+from .errors import InputError, RecordError
+from .records import add_provenance, copy_record, process_in_batches, where
+from .preferences import preference_of
+
+
+class RewardModel:
+    """A ``cai build-pm`` run loaded for scoring (base + LoRA + score head)."""
+
+    def __init__(self, run: str, *, max_length: int = 1024, device: str = "auto"):
+        from .hf_models import load_reward_model, load_tokenizer, pick_device_and_dtype, quiet_libraries
+
+        quiet_libraries()
+        self.run = Path(run)
+        info_file = self.run / "cai_run.json"
+        if not info_file.is_file() or not (self.run / "adapter_model.safetensors").is_file():
+            raise InputError("not a finished 'cai build-pm' run folder", where=str(run))
+        self.info = json.loads(info_file.read_text())
+        if self.info.get("task") != "SEQ_CLS":
+            raise InputError("this run is not a preference model (make one with 'cai build-pm')",
+                             where=str(run))
+        from peft import PeftModel
+
+        device, dtype = pick_device_and_dtype(device, "auto")
+        self.tokenizer = load_tokenizer(str(self.run))
+        base = load_reward_model(self.info["base"], dtype)
+        self.model = PeftModel.from_pretrained(base, str(self.run)).to(device).eval()
+        self.device = device
+        self.max_length = max_length
+
+    def rewards(self, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
+        import torch
+
+        from .hf_models import chat_ids, encode_left_padded
+
+        out: list[float] = []
+        with torch.no_grad():
+            for i in range(0, len(conversations), batch_size):
+                rows = [chat_ids(self.tokenizer, c, self.max_length) for c in conversations[i:i + batch_size]]
+                ids, mask, positions = encode_left_padded(rows, self.tokenizer.pad_token_id, self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+                out += logits[:, 0].float().tolist()
+        return out
+
+
+def _answers(record: dict) -> list[tuple[str, list[dict]]]:
+    """(field, conversation) for every answer the record holds."""
+    found: list[tuple[str, list[dict]]] = []
+    if "chosen" in record and "rejected" in record:
+        pref = preference_of(record)
+        found += [("chosen_reward", pref.chosen), ("rejected_reward", pref.rejected)]
+    if isinstance(record.get("responses"), list) or isinstance(record.get("response"), str):
+        prompt = prompt_messages(record)
+        for k, text in enumerate(record.get("responses") or []):
+            if not isinstance(text, str):
+                raise RecordError(f"responses[{k}] must be a string", where=where(record))
+            found.append((f"rewards.{k}", prompt + [{"role": "assistant", "content": text}]))
+        if isinstance(record.get("response"), str):
+            found.append(("reward", prompt + [{"role": "assistant", "content": record["response"]}]))
+    if not found:
+        raise RecordError("no answer to score: expected 'response', 'responses' or "
+                          "'chosen'/'rejected'", where=where(record))
+    return found
+
+
+def score(records: Iterable[dict], pm: RewardModel, *, pick: str | None = None, batch_size: int = 8,
+          on_error: str = "fail") -> Iterator[dict]:
+    provenance = {"pm": str(pm.run), "pm_base": Path(pm.info["base"]).name, "pick": pick}
+
+    def handle(batch: list[dict]) -> list:
+        prepared, convs = [], []
+        for rec in batch:
+            try:
+                if pick == "best" and not isinstance(rec.get("responses"), list):
+                    raise RecordError("best-of-n needs several answers in 'responses' "
+                                      "(make them with 'cai generate -n N')", where=where(rec))
+                answers = _answers(rec)
+            except RecordError as exc:
+                prepared.append(exc)
+                continue
+            prepared.append((rec, [name for name, _ in answers], len(convs)))
+            convs += [conv for _, conv in answers]
+        values = pm.rewards(convs, batch_size)
+        results = []
+        for entry in prepared:
+            if isinstance(entry, RecordError):
+                results.append(entry)
+                continue
+            rec, names, start = entry
+            out = copy_record(rec)
+            rewards = []
+            for name, value in zip(names, values[start:start + len(names)]):
+                if name.startswith("rewards."):
+                    rewards.append(value)
+                else:
+                    out[name] = value
+            if rewards:
+                out["rewards"] = rewards
+            if pick == "best":
+                best = max(range(len(rewards)), key=rewards.__getitem__)
+                out.update({"response": rec["responses"][best], "reward": rewards[best], "best_index": best})
+            add_provenance(out, "score", provenance)
+            results.append(out)
+        return results
+
+    return process_in_batches(records, batch_size * 4, "score", on_error, handle)
