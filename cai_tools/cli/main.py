@@ -14,6 +14,7 @@ from .generate import generate
 from .judge import judge
 from .pairs import pairs
 from .revise import revise
+from .rl import rl
 from .score import best_of_n, score
 from .sft import sft
 
@@ -36,6 +37,7 @@ app.command()(export)
 app.command("build-pm")(build_pm)
 app.command()(score)
 app.command("best-of-n")(best_of_n)
+app.command()(rl)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
 

@@ -75,7 +75,7 @@ class TrainingRun:
         config, out = opts["config"], opts["out"]
         if opts["resume"] and config is None and out and (Path(out) / "config.yaml").is_file():
             config = str(Path(out) / "config.yaml")
-        if not opts["base"] and not _base_in(config):
+        if not given.get("base") and not _base_in(config):
             given["base"] = resolve_model(None, announce=self.console.note, option="--base")
         return config_cls.from_sources(config, given)
 
@@ -149,7 +149,14 @@ class _Progress:
         if self.bar is None:
             self._start()
         self.bar.update(self.task, completed=entry["step"], total=entry["total_steps"],
-                        info=f"loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tok/s")
+                        info=self._info(entry))
+
+    @staticmethod
+    def _info(entry: dict) -> str:
+        if "reward" in entry:  # RL steps
+            return f"reward {entry['reward']:.3f}  KL {entry['kl']:.3f}  len {entry['response_length']:.0f}"
+        speed = f"  {entry['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in entry else ""
+        return f"loss {entry['loss']:.4f}{speed}"
 
     def __exit__(self, *exc):
         if self.bar is not None:

@@ -1,0 +1,258 @@
+"""``rl --algo ppo``: the paper's RL-CAI — clipped PPO against the preference model.
+
+Each step: sample a batch of prompts, generate answers with the policy, score them with the
+PM (text in, so the PM may use another tokenizer), and turn the score into per-token rewards
+with a KL penalty to the reference (the starting policy = the policy with its RL LoRA
+disabled). GAE (γ, λ) over a value head on the policy's last hidden state gives advantages;
+``ppo_epochs`` passes of the clipped surrogate and a clipped value loss update the LoRA and the
+value head. TRL 1.16 has no PPO trainer, hence this compact one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .conversation import prompt_messages
+from .errors import InputError, UsageError
+from .lora_training import (TrainingConfig, _load_optimizer, _save_checkpoint, _truncate_log,
+                            latest_checkpoint)
+from .records import error_of, read_records
+
+ALGOS = ("ppo", "rloo", "grpo", "dpo")
+
+
+@dataclass
+class RLConfig(TrainingConfig):
+    policy: str = ""                    # an sft run or a base model
+    pm: str = ""                        # a build-pm run (ppo, rloo, grpo)
+    prompts: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)   # preference records (dpo)
+    algo: str = "ppo"
+    max_steps: int | None = 20
+    batch_size: int = 4                 # prompts per step
+    learning_rate: float = 2e-5
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    kl_coef: float = 0.05
+    ppo_epochs: int = 2
+    clip_range: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    num_generations: int = 4            # answers per prompt (rloo, grpo)
+    dpo_beta: float = 0.1
+    min_label: float = 0.5              # dpo: drop pairs the judge was less sure of
+
+    def check(self) -> None:
+        self.policy = self.policy or self.base
+        self.base = self.base or self.policy
+        super().check()
+        if self.algo not in ALGOS:
+            raise UsageError(f"--algo must be one of {', '.join(ALGOS)}")
+        if self.algo == "dpo":
+            if not self.data:
+                raise UsageError("--algo dpo trains on preference records: pass --data FILE")
+        else:
+            if not self.pm:
+                raise UsageError(f"--algo {self.algo} needs a preference model: pass --pm RUN")
+            if not self.prompts:
+                raise UsageError("no prompts: pass --prompts FILE")
+
+
+def load_prompts(paths: list[str]) -> list[list[dict]]:
+    prompts = []
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            raise InputError("no such prompt file", where=path)
+        found = [prompt_messages(r) for r in read_records(path) if error_of(r) is None]
+        if not found:
+            raise InputError("no prompts in this file (is it empty?)", where=path)
+        prompts += found
+    return prompts
+
+
+def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
+              on_note: Callable[[str], None] = lambda message: None) -> dict:
+    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries, targets_for
+    from .rl_policy import load_policy, policy_source, save_folded_adapter
+    from .score import RewardModel
+
+    quiet_libraries()
+    import torch
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    run = Path(cfg.out)
+    checkpoint = latest_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
+    if not resume and (run / "log.jsonl").exists():
+        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    prompts = load_prompts(cfg.prompts)
+    base, sft_run = policy_source(cfg.policy)
+    on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
+    device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
+    pm = RewardModel(cfg.pm, device=device)
+    tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
+    tokenizer.padding_side = "left"
+
+    torch.manual_seed(cfg.seed)
+    model = load_policy(cfg.policy, dtype)
+    model_type = model.config.model_type
+    model = get_peft_model(model, LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,  # no dropout: ratios must be 1 at start
+        target_modules=cfg.target_modules or targets_for(model_type), task_type="CAUSAL_LM")).to(device)
+    value_head = torch.nn.Linear(model.config.hidden_size, 1).to(device)
+    torch.nn.init.zeros_(value_head.weight)
+    torch.nn.init.zeros_(value_head.bias)
+    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    step = 0
+    if checkpoint is not None:
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors")))
+        _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
+        step = json.loads((checkpoint / "state.json").read_text())["step"]
+        _truncate_log(run / "log.jsonl", step)
+    total = cfg.max_steps or 20
+    on_note(f"PPO: {total} steps of {cfg.batch_size} prompts, up to {cfg.max_new_tokens} new tokens, "
+            f"KL coef {cfg.kl_coef}, on {device}" + (f", resuming after step {step}" if step else ""))
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    order = list(range(len(prompts)))
+    random.Random(cfg.seed).shuffle(order)
+    started = time.perf_counter()
+    with open(run / "log.jsonl", "a", encoding="utf-8") as log:
+        while step < total:
+            batch = [prompts[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
+            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            stats = _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg, device)
+            step += 1
+            entry = {"step": step, "total_steps": total, **stats,
+                     "elapsed_s": round(time.perf_counter() - started, 3)}
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            if step % cfg.save_every == 0 or step == total:
+                _save_checkpoint(model, optimizer, params, run, step)
+                save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
+                          str(run / "checkpoints" / f"step-{step:06d}" / "value_head.safetensors"))
+            if on_step:
+                on_step(entry)
+    model.save_pretrained(str(run), safe_serialization=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
+              str(run / "value_head.safetensors"))
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(str(run))
+    save_folded_adapter(run, cfg.policy)
+    folded = json.loads((run / "adapter_config.json").read_text())
+    info = {"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
+            "model_type": model_type, "task": "CAUSAL_LM", "algo": "ppo", "steps": step,
+            "policy": cfg.policy, "pm": cfg.pm, "lora_r": folded["r"], "lora_alpha": folded["lora_alpha"]}
+    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig, device) -> dict:
+    import torch
+
+    # 1. roll out: the policy answers the prompts
+    rendered = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in batch]
+    enc = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    model.eval()
+    with torch.no_grad():
+        full = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
+                              max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+    n_prompt = enc["input_ids"].shape[1]
+    response = full[:, n_prompt:]
+    resp_mask = _response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    attention = torch.cat([enc["attention_mask"], resp_mask], dim=1)
+    texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, resp_mask)]
+
+    # 2. score (text, with the PM's own tokenizer) and shape per-token rewards
+    scores = torch.tensor(pm.rewards([p + [{"role": "assistant", "content": t}] for p, t in zip(batch, texts)]),
+                          device=device)
+    with torch.no_grad():
+        old_logp, values, _ = _forward(model, value_head, full, attention, n_prompt)
+        with model.disable_adapter():
+            ref_logp, _, _ = _forward(model, None, full, attention, n_prompt)
+    kl = (old_logp - ref_logp) * resp_mask
+    rewards = -cfg.kl_coef * kl
+    last = resp_mask.sum(1).long().clamp(min=1) - 1
+    rewards[torch.arange(len(batch)), last] += scores
+    advantages, returns = _gae(rewards, values, resp_mask, cfg.gamma, cfg.gae_lambda)
+
+    # 3. clipped PPO updates
+    model.train()
+    for _ in range(cfg.ppo_epochs):
+        logp, new_values, entropy = _forward(model, value_head, full, attention, n_prompt)
+        ratio = torch.exp(logp - old_logp)
+        pg = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+        v_clipped = values + (new_values - values).clamp(-cfg.value_clip, cfg.value_clip)
+        vf = 0.5 * torch.max((new_values - returns) ** 2, (v_clipped - returns) ** 2)
+        loss = _masked_mean(pg, resp_mask) + cfg.vf_coef * _masked_mean(vf, resp_mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+    return {"reward": round(scores.mean().item(), 6), "kl": round(kl.sum(1).mean().item(), 6),
+            "entropy": round(_masked_mean(entropy, resp_mask).item(), 6),
+            "response_length": round(resp_mask.sum(1).float().mean().item(), 2),
+            "pg_loss": round(_masked_mean(pg, resp_mask).item(), 6),
+            "value_loss": round(_masked_mean(vf, resp_mask).item(), 6)}
+
+
+def _response_mask(response, eos_id: int, pad_id: int):
+    """1 for generated tokens up to and including the first end-of-sequence, else 0."""
+    import torch
+
+    is_end = (response == eos_id) | (response == pad_id)
+    ended_before = torch.cumsum(is_end.long(), dim=1) - is_end.long()
+    return (ended_before == 0).long()
+
+
+def _forward(model, value_head, full, attention, n_prompt):
+    """Per response token: log-prob under the model, the value of the state before it, entropy."""
+    import torch
+
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=full, attention_mask=attention, position_ids=positions,
+                output_hidden_states=value_head is not None)
+    logits = out.logits[:, n_prompt - 1:-1].float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, full[:, n_prompt:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = None
+    if value_head is not None:
+        values = value_head(out.hidden_states[-1][:, n_prompt - 1:-1].float()).squeeze(-1)
+    return logp, values, entropy
+
+
+def _gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalized advantage estimation over the response tokens; advantages whitened."""
+    import torch
+
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    returns = advantages + values
+    mean = _masked_mean(advantages, mask)
+    std = ((advantages - mean) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+    return (advantages - mean) * mask / (std.sqrt() + 1e-8), returns
+
+
+def _masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)

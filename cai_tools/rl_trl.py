@@ -1,0 +1,177 @@
+"""``rl --algo rloo | grpo | dpo``: TRL 1.16's trainers, wired to cai's runs and records.
+
+- RLOO and GRPO sample ``num_generations`` answers per prompt and use the PM as a reward
+  function that scores *text* (prompt + answer through the PM's own tokenizer), so the PM
+  may come from another base than the policy. ``kl_coef`` is TRL's ``beta``; the reference is
+  the policy with its LoRA disabled (TRL does that for PEFT models).
+- DPO trains on preference records (``cai judge`` / ``cai pairs``). TRL's DPO takes hard
+  pairs, so the judge's soft labels act as a filter: pairs whose label is below
+  ``min_label`` (the judge was unsure) are dropped; ``label`` is P(chosen better) ≥ 0.5.
+
+The starting policy and the saved adapter are handled as for PPO (``rl_policy``). TRL
+checkpoints only the adapter (safetensors; no pickled optimizer state), so ``--resume``
+continues from the last adapter checkpoint with a fresh optimizer for the remaining steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError, UsageError
+from .rl_ppo import RLConfig, load_prompts
+
+
+def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
+                   on_note: Callable[[str], None] = lambda message: None) -> dict:
+    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries, targets_for
+    from .lora_training import latest_checkpoint
+    from .rl_policy import load_policy, policy_source, save_folded_adapter
+
+    quiet_libraries()
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+
+    run = Path(cfg.out)
+    if not resume and (run / "cai_run.json").exists():
+        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    base, sft_run = policy_source(cfg.policy)
+    device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
+    tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
+    if cfg.algo == "dpo":
+        dataset = _dpo_dataset(cfg)
+        on_note(f"DPO on {len(dataset)} preference pairs (label ≥ {cfg.min_label})")
+    else:
+        dataset = Dataset.from_list([{"prompt": p} for p in load_prompts(cfg.prompts)])
+        on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
+    torch.manual_seed(cfg.seed)
+    model = load_policy(cfg.policy, dtype)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules or targets_for(model.config.model_type),
+                      task_type="CAUSAL_LM")
+    done = 0
+    checkpoint = latest_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
+    if checkpoint is not None:
+        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+        done = int(checkpoint.name.split("-")[1])
+        lora = None
+    remaining = max((cfg.max_steps or 20) - done, 0)
+    if remaining == 0:
+        raise UsageError(f"the run already has {done} steps: raise --max-steps to continue it")
+    common = dict(output_dir=str(run / "trl"), max_steps=remaining, learning_rate=cfg.learning_rate,
+                  per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+                  logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, bf16=dtype == torch.bfloat16,
+                  use_cpu=device == "cpu", gradient_checkpointing=False, disable_tqdm=True)
+    trainer = _trainer(cfg, model, tokenizer, dataset, lora, common)
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
+    trainer.add_callback(_Checkpoints(run, cfg.save_every, done, done + remaining, on_step))
+    trainer.train()
+    shutil.rmtree(run / "trl", ignore_errors=True)  # TRL's output_dir: nothing of ours in it
+    run.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(str(run), safe_serialization=True)
+    tokenizer.save_pretrained(str(run))
+    _write_log(run, trainer.state.log_history, done)
+    save_folded_adapter(run, cfg.policy)
+    folded = json.loads((run / "adapter_config.json").read_text())
+    info = {"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
+            "model_type": model.config.model_type, "task": "CAUSAL_LM", "algo": cfg.algo,
+            "steps": done + trainer.state.global_step, "policy": cfg.policy, "pm": cfg.pm or None,
+            "lora_r": folded["r"], "lora_alpha": folded["lora_alpha"]}
+    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict):
+    if cfg.algo == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(beta=cfg.dpo_beta, max_length=cfg.max_length, **common)
+        return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=lora)
+    reward = _pm_reward(cfg.pm, common["use_cpu"])
+    gen = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
+               beta=cfg.kl_coef, temperature=cfg.temperature,
+               generation_batch_size=cfg.batch_size * cfg.num_generations)
+    common = dict(common, per_device_train_batch_size=cfg.batch_size * cfg.num_generations)
+    if cfg.algo == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**gen, **common),
+                           train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    from trl import RLOOConfig, RLOOTrainer
+
+    return RLOOTrainer(model=model, reward_funcs=[reward], args=RLOOConfig(**gen, **common),
+                       train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+
+
+def _pm_reward(pm_run: str, cpu: bool):
+    """The PM as a TRL reward function over text."""
+    from .score import RewardModel
+
+    pm = RewardModel(pm_run, device="cpu" if cpu else "auto")
+
+    def pm_reward(prompts, completions, **_):
+        convs = []
+        for prompt, completion in zip(prompts, completions):
+            answer = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+            convs.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + answer)
+        return pm.rewards(convs)
+
+    pm_reward.__name__ = "pm_reward"
+    return pm_reward
+
+
+def _dpo_dataset(cfg: RLConfig):
+    from datasets import Dataset
+
+    from .preferences import load_preferences
+
+    pairs, _ = load_preferences(cfg.data, eval_fraction=0.0, seed=cfg.seed)
+    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:]}
+            for p in pairs if p.label >= cfg.min_label and p.chosen[:-1] == p.rejected[:-1]]
+    if not rows:
+        raise InputError(f"no preference pairs with a shared prompt and label ≥ {cfg.min_label}",
+                         where=", ".join(cfg.data))
+    return Dataset.from_list(rows)
+
+
+def _write_log(run: Path, history: list[dict], done: int) -> None:
+    """TRL's per-step log lines, as cai's log.jsonl (appended after a resume)."""
+    with open(run / "log.jsonl", "a", encoding="utf-8") as log:
+        for entry in history:
+            if "step" in entry and "loss" in entry:
+                log.write(json.dumps({**entry, "step": done + entry["step"]}) + "\n")
+
+
+class _Checkpoints:
+    """Adapter-only checkpoints every N steps, in cai's checkpoints/step-N layout, and
+    TRL's log lines turned into cai's progress entries."""
+
+    def __new__(cls, run: Path, every: int, done: int, total: int, on_step):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                step = done + state.global_step
+                if model is not None and step % every == 0:
+                    folder = run / "checkpoints" / f"step-{step:06d}"
+                    model.save_pretrained(str(folder), safe_serialization=True)
+                    (folder / "state.json").write_text(json.dumps({"step": step}))
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if on_step is None or not logs or "loss" not in logs:
+                    return
+                entry = {"step": done + state.global_step, "total_steps": total, "loss": logs["loss"]}
+                if "reward" in logs:
+                    entry.update(reward=logs["reward"], kl=logs.get("kl", 0.0),
+                                 response_length=logs.get("completions/mean_length", 0.0))
+                on_step(entry)
+
+        return Callback()
