@@ -1,0 +1,92 @@
+"""cai rl on the real tiny model: PPO (with resume and the export round trip), RLOO, GRPO, DPO."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import jsonl, parse_jsonl, run_cai
+
+pytestmark = pytest.mark.model
+
+DATA = Path(__file__).parent / "data"
+PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"
+SMALL = ["--max-new-tokens", "12", "--batch-size", "2", "-q"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("rl")
+    pm, sft = root / "pm", root / "sft"
+    for args in (("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "3"),
+                 ("sft", "--data", DATA / "sl_records.jsonl", "--out", sft, "--max-steps", "2",
+                  "--lora-r", "4")):
+        result = run_cai(*args, "--lr", "1e-3", "-q", timeout=600)
+        assert result.returncode == 0, result.stderr
+    return {"pm": pm, "sft": sft, "root": root}
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_ppo_logs_finite_reward_and_kl_resumes_and_exports(runs, tmp_path):
+    out = tmp_path / "ppo"
+    result = run_cai("rl", "--policy", runs["sft"], "--pm", runs["pm"], "--prompts", PROMPTS, "--out", out,
+                     "--max-steps", "2", "--save-every", "1", *SMALL, timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = _log(out)
+    assert [e["step"] for e in log] == [1, 2]
+    for e in log:
+        assert all(math.isfinite(e[k]) for k in ("reward", "kl", "entropy", "pg_loss", "value_loss"))
+        assert 0 < e["response_length"] <= 12
+    assert log[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout is the reference's
+    # the saved adapter folds the sft adapter (rank 4) and the RL one (rank 16) together
+    info = json.loads((out / "cai_run.json").read_text())
+    assert info["algo"] == "ppo" and info["lora_r"] == 20 and info["steps"] == 2
+
+    # resume after a kill during step 2's checkpoint
+    shutil.rmtree(out / "checkpoints" / "step-000002")
+    resumed = run_cai("rl", "--out", out, "--resume", "-q", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [e["step"] for e in _log(out)] == [1, 2]
+
+    adapter = tmp_path / "rl.gguf"
+    assert run_cai("export", out, "--gguf", adapter, "-q").returncode == 0
+    gen = run_cai("generate", "--lora", adapter, "--max-tokens", "8", "-q",
+                  input=jsonl([{"prompt": "How do I pick a lock?"}]))
+    assert gen.returncode == 0, gen.stderr
+    assert parse_jsonl(gen.stdout)[0]["response"].strip()
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo", "dpo"])
+def test_trl_algorithms_run_a_couple_of_steps(runs, tmp_path, algo):
+    out = tmp_path / algo
+    source = ["--data", DATA / "pm_pairs.jsonl"] if algo == "dpo" else \
+        ["--pm", runs["pm"], "--prompts", PROMPTS, "--num-generations", "2"]
+    result = run_cai("rl", "--algo", algo, "--policy", runs["sft"], *source, "--out", out,
+                     "--max-steps", "2", *SMALL, timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = _log(out)
+    assert [e["step"] for e in log] == [1, 2] and all(math.isfinite(e["loss"]) for e in log)
+    if algo != "dpo":
+        assert all(math.isfinite(e["reward"]) for e in log)
+    assert json.loads((out / "cai_run.json").read_text())["algo"] == algo
+    assert result.stdout == b""  # TRL's log printing is off: stdout stays clean
+
+
+def test_rl_bad_input_is_one_line(runs, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = run_cai("rl", "--pm", runs["pm"], "--prompts", empty, "--out", tmp_path / "run")
+    errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 1 and len(errors) == 1 and "empty" in errors[0]
+    no_pm = run_cai("rl", "--prompts", PROMPTS, "--out", tmp_path / "run")
+    assert no_pm.returncode == 2 and b"--pm" in no_pm.stderr
+    not_pm = run_cai("rl", "--pm", runs["sft"], "--prompts", PROMPTS, "--out", tmp_path / "run")
+    assert not_pm.returncode == 1 and b"not a preference model" in not_pm.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,81 @@
+"""RL pieces without a model: adapter folding, GAE, response masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+def _adapter(folder, r, alpha, rng, modules):
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    tensors = {}
+    for m in modules:
+        key = f"base_model.model.model.layers.0.self_attn.{m}"
+        tensors[f"{key}.lora_A.weight"] = rng.normal(size=(r, 6)).astype(np.float32)
+        tensors[f"{key}.lora_B.weight"] = rng.normal(size=(5, r)).astype(np.float32)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": alpha, "target_modules": modules}))
+    return tensors
+
+
+def test_folded_adapter_is_the_sum_of_both_updates(tmp_path):
+    from safetensors.numpy import load_file
+
+    from cai_tools.rl_policy import save_folded_adapter
+
+    rng = np.random.default_rng(0)
+    sft = _adapter(tmp_path / "sft", 2, 4, rng, ["q_proj", "v_proj"])
+    (tmp_path / "sft" / "cai_run.json").write_text(json.dumps({"task": "CAUSAL_LM", "base": "m.gguf"}))
+    rl = _adapter(tmp_path / "rl", 3, 6, rng, ["q_proj", "o_proj"])
+    save_folded_adapter(tmp_path / "rl", str(tmp_path / "sft"))
+    folded = load_file(str(tmp_path / "rl" / "adapter_model.safetensors"))
+    cfg = json.loads((tmp_path / "rl" / "adapter_config.json").read_text())
+    assert cfg["r"] == cfg["lora_alpha"] == 5  # scale 1
+    for m in ("q_proj", "v_proj", "o_proj"):
+        key = f"base_model.model.model.layers.0.self_attn.{m}"
+        expected = np.zeros((5, 6), np.float32)
+        for tensors, scale in ((sft, 4 / 2), (rl, 6 / 3)):
+            if f"{key}.lora_A.weight" in tensors:
+                expected += scale * tensors[f"{key}.lora_B.weight"] @ tensors[f"{key}.lora_A.weight"]
+        got = folded[f"{key}.lora_B.weight"] @ folded[f"{key}.lora_A.weight"]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "rl" / "rl_adapter_only" / "adapter_model.safetensors").is_file()
+
+
+def test_gae_with_lambda_one_is_reward_to_go_minus_value():
+    import torch
+
+    from cai_tools.rl_ppo import _gae
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    adv, returns = _gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    raw = torch.tensor([1 - 0.5, 1 - 0.2, 1 - 0.1])
+    assert torch.allclose(returns[0, :3], torch.ones(3))  # every state's return is the final reward
+    whitened = (raw - raw.mean()) / raw.var(unbiased=False).sqrt()
+    assert torch.allclose(adv[0, :3], whitened, atol=1e-5) and adv[0, 3] == 0
+
+
+def test_response_mask_stops_after_the_first_end_token():
+    import torch
+
+    from cai_tools.rl_ppo import _response_mask
+
+    response = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9]])
+    assert _response_mask(response, eos_id=2, pad_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+@pytest.mark.parametrize("missing, says", [({"pm": ""}, "--pm"), ({"prompts": []}, "--prompts"),
+                                           ({"algo": "a2c"}, "--algo")])
+def test_rl_config_names_what_is_missing(missing, says):
+    from cai_tools.errors import UsageError
+    from cai_tools.rl_ppo import RLConfig
+
+    values = {"policy": "m.gguf", "out": "r", "pm": "pm", "prompts": ["p.jsonl"], **missing}
+    with pytest.raises(UsageError, match=says):
+        RLConfig.from_sources(None, values)
