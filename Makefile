@@ -69,3 +69,4 @@ bench: install model
 	$(PY) bench/bench_engine.py --prompts 16 --http
 	$(PY) bench/bench_judge.py --pairs 24
 	$(PY) bench/bench_sft.py --steps 8
+	$(PY) bench/bench_rl.py --steps 6

@@ -1,0 +1,124 @@
+"""RL-CAI benchmark: PM training pairs/s, PPO steps/s and peak RSS on the tiny model (CPU).
+
+Baselines, in the same run: TRL's RewardTrainer (hard labels) on the same pairs, LoRA config
+and batch for the PM; TRL's GRPO through ``cai rl --algo grpo`` with the same prompts per
+step and answer length, for context next to PPO (a different algorithm: no ratio is claimed).
+Each arm runs in its own process; peak RSS is that process's.
+
+Run: ``make bench`` or ``python bench/bench_rl.py --steps 6``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_sft import MODEL, child  # noqa: E402
+
+PAIRS = str(ROOT / "tests" / "data" / "pm_pairs.jsonl")
+SL = str(ROOT / "tests" / "data" / "sl_records.jsonl")
+PROMPTS = str(ROOT / "data" / "redteam_demo.jsonl")
+BATCH = 4
+CAI = [sys.executable, "-m", "cai_tools.cli.main"]
+
+
+def reward_trainer_arm(steps: int, out: str) -> None:
+    """The PM baseline, in its own process: TRL's RewardTrainer with hard labels."""
+    from cai_tools.hf_models import quiet_libraries
+
+    quiet_libraries()
+    import time
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
+
+    from cai_tools.hf_models import load_reward_model, load_tokenizer, targets_for
+    from cai_tools.preferences import load_preferences
+
+    pairs, _ = load_preferences([PAIRS], eval_fraction=0.0, seed=0)
+    data = Dataset.from_list([{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:]}
+                              for p in pairs])
+    tok = load_tokenizer(MODEL)
+    model = load_reward_model(MODEL, torch.float32)
+    model.config.pad_token_id = tok.pad_token_id  # TRL pads on the right and pools by pad id
+    args = RewardConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=BATCH,
+                        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[],
+                        use_cpu=True, bf16=False, gradient_checkpointing=False, disable_tqdm=True, seed=0)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                            peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                                   target_modules=targets_for("llama"), task_type="SEQ_CLS"))
+    start = time.perf_counter()
+    trainer.train()
+    Path(out, "bench.json").write_text(json.dumps({"train_s": time.perf_counter() - start}))
+
+
+def log_elapsed(run: Path) -> float:
+    return json.loads((run / "log.jsonl").read_text().splitlines()[-1])["elapsed_s"]
+
+
+def step_time(run: Path) -> float:
+    """Seconds spent in training steps, from TRL's per-step 'step_time' log entries."""
+    return sum(json.loads(x).get("step_time", 0.0) for x in (run / "log.jsonl").read_text().splitlines())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--arm", choices=["reward-trainer"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.arm:
+        reward_trainer_arm(args.steps, args.out)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
+    try:
+        base_wall, base_rss = child([sys.executable, __file__, "--arm", "reward-trainer", "--steps",
+                                     str(args.steps), "--out", str(tmp / "rt")])
+        base_s = json.loads((tmp / "rt" / "bench.json").read_text())["train_s"]
+        pm = tmp / "pm"
+        pm_wall, pm_rss = child(CAI + ["build-pm", "--data", PAIRS, "--out", str(pm), "--eval-fraction", "0",
+                                       "--max-steps", str(args.steps), "--batch-size", str(BATCH), "-q"])
+        sft = tmp / "sft"
+        child(CAI + ["sft", "--data", SL, "--out", str(sft), "--max-steps", "1", "-q"])
+        rl_args = ["--policy", str(sft), "--pm", str(pm), "--prompts", PROMPTS, "--max-steps", str(args.steps),
+                   "--batch-size", "2", "--max-new-tokens", "24", "-q"]
+        ppo_wall, ppo_rss = child(CAI + ["rl", "--out", str(tmp / "ppo"), *rl_args])
+        grpo_wall, grpo_rss = child(CAI + ["rl", "--algo", "grpo", "--num-generations", "2",
+                                           "--out", str(tmp / "grpo"), *rl_args])
+        pairs = args.steps * BATCH
+        result = {
+            "model": Path(MODEL).name, "device": "cpu", "steps": args.steps,
+            "pm": {"batch_pairs": BATCH,
+                   "baseline_reward_trainer_pairs_per_s": round(pairs / base_s, 3),
+                   "cai_build_pm_pairs_per_s": round(pairs / log_elapsed(pm), 3),
+                   "speedup": round(base_s / log_elapsed(pm), 3),
+                   "baseline_peak_rss_mib": round(base_rss), "cai_peak_rss_mib": round(pm_rss),
+                   "baseline_wall_s": round(base_wall, 1), "cai_wall_s": round(pm_wall, 1)},
+            "ppo": {"prompts_per_step": 2, "max_new_tokens": 24,
+                    "steps_per_s": round(args.steps / log_elapsed(tmp / "ppo"), 4),
+                    "peak_rss_mib": round(ppo_rss), "wall_s": round(ppo_wall, 1)},
+            "grpo_trl_for_context": {"prompts_per_step": 2, "num_generations": 2,
+                                     "steps_per_s": round(args.steps / step_time(tmp / "grpo"), 4),
+                                     "peak_rss_mib": round(grpo_rss), "wall_s": round(grpo_wall, 1)},
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "rl.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
