@@ -13,6 +13,12 @@ N      ?= 8
 ROUNDS ?= 4
 SEED   ?= 0
 MODEL  ?= $(MODEL_FILE)
+JUDGE  ?= $(MODEL)
+PAIRS_N   ?= 32
+SFT_STEPS ?= 16
+PM_STEPS  ?= 16
+RL_STEPS  ?= 10
+ALGO      ?= ppo
 CONSTITUTION ?= constitutions/harmless.yaml
 # torch for training, installed before the project so pip does not pick a multi-GB CUDA
 # build: 2.13.0 is a CPU build on these machines. On a GPU box: make install TORCH=torch
@@ -22,7 +28,8 @@ DEMO   := out/demo
 .PHONY: install model test test-unit demo bench clean help
 
 help:
-	@echo "make demo   install, fetch the model, run SL-CAI on bundled red-team prompts"
+	@echo "make demo   install, fetch the model, run the pipeline: SL-CAI data, sft, export,"
+	@echo "            pairs, judge, build-pm, rl, export (file targets: reruns resume)"
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
 	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
@@ -49,18 +56,50 @@ test: install model
 test-unit: install
 	$(PY) -m pytest -q -m "not model"
 
-demo: install model
+# The replication as file targets: an interrupted `make demo` redoes only what is missing.
+PROMPTS  := $(DEMO)/prompts.jsonl
+demo: $(DEMO)/rl-lora.gguf
+	@$(PY) scripts/demo_summary.py $(DEMO)
+
+$(PROMPTS): data/redteam.jsonl | install
 	@mkdir -p $(DEMO)
-	@echo "SL-CAI demo: $(N) red-team prompts, $(ROUNDS) critique/revision rounds, model $(MODEL)"
-	@start=$$(date +%s); \
-	head -n $(N) data/redteam_demo.jsonl \
+	grep '"split": "train"' data/redteam.jsonl | head -n $(PAIRS_N) > $@.tmp && mv $@.tmp $@
+
+# SL-CAI data: N prompts, ROUNDS critique/revision rounds
+$(DEMO)/sl.jsonl: $(PROMPTS) | model
+	@echo "== SL-CAI: $(N) red-team prompts, $(ROUNDS) critique/revision rounds, model $(MODEL)"
+	head -n $(N) $(PROMPTS) \
 	  | $(CAI) generate -m $(MODEL) --seed $(SEED) --max-tokens 128 \
 	  | $(CAI) revise -m $(MODEL) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens 128 \
-	  > $(DEMO)/sl.jsonl; \
-	$(CAI) format -q --to hf $(DEMO)/sl.jsonl > $(DEMO)/sl_hf.jsonl; \
-	secs=$$(( $$(date +%s) - start )); \
-	echo "wrote $(DEMO)/sl.jsonl ($$(wc -l < $(DEMO)/sl.jsonl) records with $(ROUNDS) rounds each) and $(DEMO)/sl_hf.jsonl in $${secs}s"; \
-	$(PY) -c "import json,sys; r=json.loads(open('$(DEMO)/sl.jsonl').readline()); print('\nprompt:', r['prompt']); print('initial:', r['init_response'][:300]); h=r['history'][-1]; print('last critique (%s):' % h['principle'], h['critique'][:300]); print('final:', r['response'][:300])"
+	  > $@.tmp && mv $@.tmp $@
+	$(CAI) format -q --to hf $@ > $(DEMO)/sl_hf.jsonl
+
+# SL-CAI model: LoRA on every round's revision, back to llama.cpp
+$(DEMO)/sft/cai_run.json: $(DEMO)/sl.jsonl
+	@echo "== sft: $(SFT_STEPS) steps"
+	rm -rf $(DEMO)/sft
+	$(CAI) sft --base $(MODEL) --data $< --all-rounds --max-steps $(SFT_STEPS) --lr 5e-4 --seed $(SEED) --out $(DEMO)/sft
+$(DEMO)/sl-lora.gguf: $(DEMO)/sft/cai_run.json
+	$(CAI) export $(DEMO)/sft --gguf $@
+
+# RLAIF labels: two answers per prompt from the SL-CAI model, judged against the constitution
+$(DEMO)/prefs.jsonl: $(DEMO)/sl-lora.gguf
+	@echo "== pairs from the SL-CAI model on $(PAIRS_N) prompts, judged by $(JUDGE)"
+	$(CAI) generate -m $(MODEL) --lora $< -n 2 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
+	  | $(CAI) judge -m $(JUDGE) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
+
+# Preference model, then RL against it
+$(DEMO)/pm/cai_run.json: $(DEMO)/prefs.jsonl
+	@echo "== build-pm: $(PM_STEPS) steps"
+	rm -rf $(DEMO)/pm
+	$(CAI) build-pm --base $(MODEL) --data $< --max-steps $(PM_STEPS) --eval-fraction 0.2 --seed $(SEED) --out $(DEMO)/pm
+$(DEMO)/rl/cai_run.json: $(DEMO)/pm/cai_run.json $(DEMO)/sft/cai_run.json
+	@echo "== rl --algo $(ALGO): $(RL_STEPS) steps"
+	rm -rf $(DEMO)/rl
+	$(CAI) rl --algo $(ALGO) --policy $(DEMO)/sft --pm $(DEMO)/pm --prompts $(PROMPTS) --max-steps $(RL_STEPS) \
+	  --batch-size 2 --max-new-tokens 32 --seed $(SEED) --out $(DEMO)/rl
+$(DEMO)/rl-lora.gguf: $(DEMO)/rl/cai_run.json
+	$(CAI) export $(DEMO)/rl --gguf $@
 
 clean:
 	rm -rf out .pytest_cache
