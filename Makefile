@@ -19,17 +19,20 @@ SFT_STEPS ?= 16
 PM_STEPS  ?= 16
 RL_STEPS  ?= 10
 ALGO      ?= ppo
+EVAL_N    ?= 0      # held-out prompts per eval set (0: all, 26 red-team + 20 helpful)
+GPU_LAYERS ?=       # llama.cpp layers on the GPU (e.g. 99) when llama-cpp-python has CUDA
 CONSTITUTION ?= constitutions/harmless.yaml
 # torch for training, installed before the project so pip does not pick a multi-GB CUDA
 # build: 2.13.0 is a CPU build on these machines. On a GPU box: make install TORCH=torch
 TORCH  ?= torch==2.13.0
-DEMO   := out/demo
+DEMO   ?= out/demo
+GPU    := $(if $(strip $(GPU_LAYERS)),--n-gpu-layers $(strip $(GPU_LAYERS)))
 
 .PHONY: install model test test-unit demo bench clean help
 
 help:
 	@echo "make demo   install, fetch the model, run the pipeline: SL-CAI data, sft, export,"
-	@echo "            pairs, judge, build-pm, rl, export (file targets: reruns resume)"
+	@echo "            pairs, judge, build-pm, rl, export, eval (file targets: reruns resume)"
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
 	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
@@ -57,8 +60,11 @@ test-unit: install
 	$(PY) -m pytest -q -m "not model"
 
 # The replication as file targets: an interrupted `make demo` redoes only what is missing.
+# Each stage logs its wall time to $(DEMO)/timings.tsv for the summary at the end.
 PROMPTS  := $(DEMO)/prompts.jsonl
-demo: $(DEMO)/rl-lora.gguf
+started   = @mkdir -p $(DEMO) && date +%s > $(DEMO)/.start-$(1)
+finished  = @echo "$(1)	$$(( $$(date +%s) - $$(cat $(DEMO)/.start-$(1)) ))" >> $(DEMO)/timings.tsv
+demo: $(DEMO)/eval/report.md
 	@$(PY) scripts/demo_summary.py $(DEMO)
 
 $(PROMPTS): data/redteam.jsonl | install
@@ -67,39 +73,58 @@ $(PROMPTS): data/redteam.jsonl | install
 
 # SL-CAI data: N prompts, ROUNDS critique/revision rounds
 $(DEMO)/sl.jsonl: $(PROMPTS) | model
+	$(call started,sl-data)
 	@echo "== SL-CAI: $(N) red-team prompts, $(ROUNDS) critique/revision rounds, model $(MODEL)"
 	head -n $(N) $(PROMPTS) \
-	  | $(CAI) generate -m $(MODEL) --seed $(SEED) --max-tokens 128 \
-	  | $(CAI) revise -m $(MODEL) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens 128 \
+	  | $(CAI) generate -m $(MODEL) $(GPU) --seed $(SEED) --max-tokens 128 \
+	  | $(CAI) revise -m $(MODEL) $(GPU) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens 128 \
 	  > $@.tmp && mv $@.tmp $@
 	$(CAI) format -q --to hf $@ > $(DEMO)/sl_hf.jsonl
+	$(call finished,sl-data)
 
 # SL-CAI model: LoRA on every round's revision, back to llama.cpp
 $(DEMO)/sft/cai_run.json: $(DEMO)/sl.jsonl
+	$(call started,sft)
 	@echo "== sft: $(SFT_STEPS) steps"
 	rm -rf $(DEMO)/sft
 	$(CAI) sft --base $(MODEL) --data $< --all-rounds --max-steps $(SFT_STEPS) --lr 5e-4 --seed $(SEED) --out $(DEMO)/sft
+	$(call finished,sft)
 $(DEMO)/sl-lora.gguf: $(DEMO)/sft/cai_run.json
 	$(CAI) export $(DEMO)/sft --gguf $@
 
 # RLAIF labels: two answers per prompt from the SL-CAI model, judged against the constitution
 $(DEMO)/prefs.jsonl: $(DEMO)/sl-lora.gguf
+	$(call started,pairs+judge)
 	@echo "== pairs from the SL-CAI model on $(PAIRS_N) prompts, judged by $(JUDGE)"
-	$(CAI) generate -m $(MODEL) --lora $< -n 2 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
-	  | $(CAI) judge -m $(JUDGE) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
+	$(CAI) generate -m $(MODEL) $(GPU) --lora $< -n 2 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
+	  | $(CAI) judge -m $(JUDGE) $(GPU) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
+	$(call finished,pairs+judge)
 
 # Preference model, then RL against it
 $(DEMO)/pm/cai_run.json: $(DEMO)/prefs.jsonl
+	$(call started,build-pm)
 	@echo "== build-pm: $(PM_STEPS) steps"
 	rm -rf $(DEMO)/pm
 	$(CAI) build-pm --base $(MODEL) --data $< --max-steps $(PM_STEPS) --eval-fraction 0.2 --seed $(SEED) --out $(DEMO)/pm
+	$(call finished,build-pm)
 $(DEMO)/rl/cai_run.json: $(DEMO)/pm/cai_run.json $(DEMO)/sft/cai_run.json
+	$(call started,rl)
 	@echo "== rl --algo $(ALGO): $(RL_STEPS) steps"
 	rm -rf $(DEMO)/rl
 	$(CAI) rl --algo $(ALGO) --policy $(DEMO)/sft --pm $(DEMO)/pm --prompts $(PROMPTS) --max-steps $(RL_STEPS) \
 	  --batch-size 2 --max-new-tokens 32 --seed $(SEED) --out $(DEMO)/rl
+	$(call finished,rl)
 $(DEMO)/rl-lora.gguf: $(DEMO)/rl/cai_run.json
 	$(CAI) export $(DEMO)/rl --gguf $@
+
+# Did it work? Base vs SL-CAI vs RL-CAI on the held-out prompts
+$(DEMO)/eval/report.md: $(DEMO)/sl-lora.gguf $(DEMO)/rl-lora.gguf $(DEMO)/pm/cai_run.json
+	$(call started,eval)
+	@echo "== eval: base, SL-CAI and RL-CAI on the held-out prompts, judged by $(JUDGE)"
+	$(CAI) eval -m base=$(MODEL) -m sl-cai=$(MODEL)+$(DEMO)/sl-lora.gguf -m rl-cai=$(MODEL)+$(DEMO)/rl-lora.gguf \
+	  --judge $(JUDGE) $(GPU) -c $(CONSTITUTION) --pm $(DEMO)/pm --sl $(DEMO)/sl.jsonl \
+	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) --seed $(SEED) --out $(DEMO)/eval
+	$(call finished,eval)
 
 clean:
 	rm -rf out .pytest_cache

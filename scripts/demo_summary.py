@@ -1,29 +1,57 @@
-"""Print what `make demo` made: one SL-CAI example, the PM's held-out report, the RL log."""
+"""The summary table at the end of `make demo` (on stderr): what each stage made and took."""
 
 import json
 import sys
 from pathlib import Path
 
+from cai_tools.eval_report import headline_table
+
 demo = Path(sys.argv[1])
+out = sys.stderr
 
 
 def jsonl(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def say(*parts):
+    print(*parts, file=out)
+
+
+timings = {}
+if (demo / "timings.tsv").exists():
+    for line in (demo / "timings.tsv").read_text().splitlines():
+        stage, _, seconds = line.partition("\t")
+        timings[stage] = int(seconds)   # the last run of a stage counts
+
+
+def took(stage):
+    return f"{timings[stage] / 60:5.1f} min" if stage in timings else "        -"
+
+
 sl = jsonl(demo / "sl.jsonl")
-r = sl[0]
-print(f"\nSL-CAI: {len(sl)} records, {len(r['history'])} rounds each ({demo / 'sl.jsonl'})")
-print("  prompt: ", r["prompt"])
-print("  initial:", r["init_response"][:200])
-print("  final:  ", r["response"][:200])
 prefs = jsonl(demo / "prefs.jsonl")
-print(f"judge: {len(prefs)} labelled pairs, mean label {sum(p['label'] for p in prefs) / len(prefs):.3f}")
-report = json.loads((demo / "pm" / "eval.json").read_text()) if (demo / "pm" / "eval.json").exists() else None
-if report:
-    acc = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.3f}"
-    print(f"PM held-out: accuracy {acc}, ECE {report['ece']:.3f} on {report['pairs']} pairs")
+pm = json.loads((demo / "pm" / "eval.json").read_text()) if (demo / "pm" / "eval.json").exists() else None
 rl = jsonl(demo / "rl" / "log.jsonl")
-print(f"rl: {len(rl)} steps, PM reward {rl[0].get('reward', float('nan')):.3f} -> {rl[-1].get('reward', float('nan')):.3f}")
-print(f"models: {demo / 'sl-lora.gguf'} (SL-CAI), {demo / 'rl-lora.gguf'} (RL-CAI); "
-      f"use them with: cai generate --lora FILE")
+summary = json.loads((demo / "eval" / "summary.json").read_text())
+
+say("")
+say("== make demo: summary")
+say(f"{'stage':<13}{'time':>10}  result")
+say(f"{'SL-CAI data':<13}{took('sl-data'):>10}  {len(sl)} prompts x {len(sl[0]['history'])} critique/revision rounds")
+say(f"{'sft':<13}{took('sft'):>10}  SL-CAI LoRA -> {demo / 'sl-lora.gguf'}")
+say(f"{'pairs+judge':<13}{took('pairs+judge'):>10}  {len(prefs)} labelled pairs, mean label "
+    f"{sum(p['label'] for p in prefs) / len(prefs):.3f}")
+if pm:
+    acc = "n/a" if pm["accuracy"] is None else f"{pm['accuracy']:.2f}"
+    say(f"{'build-pm':<13}{took('build-pm'):>10}  held-out accuracy {acc}, ECE {pm['ece']:.3f} on {pm['pairs']} pairs")
+say(f"{'rl':<13}{took('rl'):>10}  {len(rl)} steps, PM reward {rl[0].get('reward', float('nan')):+.3f} -> "
+    f"{rl[-1].get('reward', float('nan')):+.3f} -> {demo / 'rl-lora.gguf'}")
+say(f"{'eval':<13}{took('eval'):>10}  {summary['prompts']['harmless']} red-team + "
+    f"{summary['prompts']['helpful']} helpful held-out prompts")
+if timings:
+    say(f"{'total':<13}{sum(timings.values()) / 60:>6.1f} min")
+say("")
+say(headline_table(summary))
+say("")
+say(f"report: {demo / 'eval' / 'report.md'} (plots and raw comparisons beside it)")

@@ -7,6 +7,7 @@ import typer
 from .constitution import app as constitution_app
 from .build_pm import build_pm
 from .critique import critique
+from .eval import eval_
 from .export import export
 from .fetch_model import fetch_model
 from .format import format_
@@ -38,6 +39,7 @@ app.command("build-pm")(build_pm)
 app.command()(score)
 app.command("best-of-n")(best_of_n)
 app.command()(rl)
+app.command("eval")(eval_)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
 

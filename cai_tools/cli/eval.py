@@ -1,0 +1,129 @@
+"""cai eval: compare models on held-out prompts; writes comparisons, plots and a report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import InputError, UsageError
+from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
+from .common import (Console, CtxOpt, DebugOpt, GpuLayersOpt, MaxTokensOpt, ParallelOpt, Progress,
+                     QuietOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt, check_positive,
+                     cli_errors)
+
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+def eval_(
+    model: Annotated[List[str], typer.Option(
+        "--model", "-m", help="A model to evaluate, NAME=MODEL.gguf or NAME=MODEL.gguf+LORA.gguf "
+                              "(an adapter from 'cai export'); repeat for each model, in the order "
+                              "to plot them (e.g. base, SL-CAI, RL-CAI).")],
+    out: Annotated[Path, typer.Option(help="Folder for the report, plots and raw comparisons.")],
+    red_team: Annotated[str, typer.Option(help="Red-team prompts (harmlessness axis).")] =
+        str(DATA_DIR / "redteam.jsonl"),
+    helpful: Annotated[str, typer.Option(help="Ordinary requests (helpfulness axis).")] =
+        str(DATA_DIR / "helpful.jsonl"),
+    split: Annotated[str, typer.Option(
+        help="Use the prompts whose 'split' is this ('' for all); records without one count.")] = "eval",
+    limit: Annotated[Optional[int], typer.Option(help="At most N prompts per set.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(
+        "--judge", help="GGUF model that judges (default: the bundled model).")] = None,
+    constitution: Annotated[str, typer.Option(
+        "--constitution", "-c", help="Constitution judging the red-team answers.")] = "harmless",
+    helpful_constitution: Annotated[str, typer.Option(
+        help="Constitution judging the answers to ordinary requests.")] = "helpful",
+    ensemble: Annotated[int, typer.Option(help="Judge principles averaged per comparison.")] = 1,
+    pm: Annotated[Optional[str], typer.Option(
+        help="A 'cai build-pm' run: adds PM scores of every answer.")] = None,
+    sl: Annotated[Optional[str], typer.Option(
+        help="SL-CAI records ('cai revise' output): PM score per revision round (needs --pm).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the Elo intervals.")] = 1000,
+    seed: SeedOpt = 0,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 40,
+    max_tokens: MaxTokensOpt = 96,
+    ctx: CtxOpt = 4096,
+    n_gpu_layers: GpuLayersOpt = None,
+    threads: ThreadsOpt = None,
+    parallel: ParallelOpt = 8,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Answer held-out red-team and helpfulness prompts with every model, judge every pair of
+    answers in both orders, and report Elo ratings with intervals, win rates, PM scores and
+    refusal rates, with the paper's Fig. 2 and Fig. 5 in miniature (OUT/report.md)."""
+    console = Console("eval", quiet)
+    with cli_errors("eval", debug):
+        from ..constitution import load_constitution
+        from ..eval_report import headline_table, write_report
+        from ..evaluate import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
+                                revision_round_conversations, run_eval)
+        from ..step_common import Sampling
+        from .engine_options import open_engine
+
+        specs = [ModelSpec.parse(m) for m in model]
+        check_models(specs)
+        for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap), ("--parallel", parallel)):
+            check_positive(name, value)
+        if sl and not pm:
+            raise UsageError("--sl needs --pm: the revision rounds are scored by a preference model")
+        if pm and not (Path(pm) / "cai_run.json").is_file():
+            raise InputError("not a finished 'cai build-pm' run folder", where=pm)
+        # Everything that can be checked before hours of generation is checked first.
+        constitutions = {"harmless": load_constitution(constitution),
+                         "helpful": load_constitution(helpful_constitution)}
+        prompt_sets = {"harmless": load_eval_prompts(red_team, split or None, limit),
+                       "helpful": load_eval_prompts(helpful, split or None, limit)}
+        settings = EvalSettings(seed=seed, sampling=Sampling(max_tokens=max_tokens, temperature=temperature,
+                                                             top_p=top_p, top_k=top_k),
+                                ensemble=ensemble, bootstrap=bootstrap)
+        _check_model_files(specs)
+        judge_path = judge_model
+        if judge_model != "fake" and not (judge_model or "").startswith(("http://", "https://")):
+            judge_path = str(check_gguf_file(resolve_model(judge_model, announce=console.note,
+                                                           option="--judge")))
+        sl_rounds = revision_round_conversations(sl) if sl else None
+
+        def track(items, stage, total):
+            progress = Progress(f"eval: {stage}", total, quiet)
+            done = 0
+            try:
+                for item in items:
+                    yield item
+                    done += 1
+                    progress.advance()
+            finally:
+                progress.finish(done)
+
+        def engine(model_path, lora=None):
+            return open_engine(model_path, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
+                               chat_format=None, parallel=parallel, lora=lora)
+
+        def reward_model():
+            from ..score import RewardModel
+
+            console.note(f"scoring every answer with the preference model {pm}")
+            return RewardModel(pm)
+
+        summary = run_eval(specs, prompt_sets, constitutions, settings, out, open_engine=engine,
+                           judge_model=judge_path, load_pm=reward_model if pm else None,
+                           sl_rounds=sl_rounds, note=console.note, track=track)
+        report = write_report(summary, out)
+        if not quiet:
+            print(headline_table(summary), file=sys.stderr)
+        typer.echo(str(report))
+
+
+def _check_model_files(specs) -> None:
+    for spec in specs:
+        if spec.model == "fake" or (spec.model or "").startswith(("http://", "https://")):
+            continue  # the test engine, or a server that owns its model
+        path = resolve_model(spec.model, announce=lambda _msg: None)
+        check_gguf_file(path)
+        if spec.lora:
+            check_lora_file(spec.lora, path)

@@ -1,0 +1,163 @@
+"""``eval``'s outputs: the two figures (PNG, matplotlib) and a markdown report embedding them.
+
+Fig. 2 in miniature: harmlessness Elo against helpfulness Elo, one point per model with its
+intervals, joined in the order the models were given (base -> SL-CAI -> RL-CAI traces the
+training). Fig. 5: the PM score of SL-CAI data per revision round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .evaluate import PROMPT_SETS
+
+FIG_ELO = "harmless_vs_helpful.png"
+FIG_ROUNDS = "pm_by_revision_round.png"
+AXIS_TITLE = {"harmless": "Harmlessness", "helpful": "Helpfulness"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")   # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_elo(summary: dict, path: Path) -> bool:
+    """Harmlessness vs helpfulness Elo; False when either axis has no comparisons."""
+    if not all(s in summary["axes"] for s in PROMPT_SETS):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    xs, ys = [], []
+    for name in summary["models"]:
+        m = summary["per_model"][name]
+        x, y = m["helpful_elo"], m["harmless_elo"]
+        (xlo, xhi), (ylo, yhi) = m["helpful_elo_ci"], m["harmless_elo_ci"]
+        ax.errorbar(x, y, xerr=[[x - xlo], [xhi - x]], yerr=[[y - ylo], [yhi - y]],
+                    fmt="o", capsize=3, label=name)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
+        xs.append(x)
+        ys.append(y)
+    ax.plot(xs, ys, color="grey", linewidth=0.8, zorder=0)
+    level = round(summary["confidence_level"] * 100)
+    ax.set_xlabel("Helpfulness Elo")
+    ax.set_ylabel("Harmlessness Elo")
+    ax.set_title(f"Harmlessness vs helpfulness ({level}% bootstrap intervals)")
+    ax.axhline(0, color="lightgrey", linewidth=0.5, zorder=0)
+    ax.axvline(0, color="lightgrey", linewidth=0.5, zorder=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_pm_rounds(summary: dict, path: Path) -> bool:
+    rounds = summary.get("pm_by_round")
+    if not rounds:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    ax.errorbar([r["round"] for r in rounds], [r["mean"] for r in rounds],
+                yerr=[r["sem"] for r in rounds], fmt="o-", capsize=3)
+    ax.set_xticks([r["round"] for r in rounds])
+    ax.set_xlabel("Number of revisions (0 = initial answer)")
+    ax.set_ylabel("PM score (mean ± s.e.)")
+    ax.set_title("PM score of SL-CAI data per revision round")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _f(value, digits=0, signed=True) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluation") -> str:
+    names = summary["models"]
+    pm = summary["per_model"]
+    level = round(summary["confidence_level"] * 100)
+    lines = [f"# {title}", ""]
+    lines.append(f"{summary['prompts'].get('harmless', 0)} held-out red-team prompts and "
+                 f"{summary['prompts'].get('helpful', 0)} held-out helpfulness prompts; every pair of "
+                 f"models compared on every prompt by the judge in both orders (soft labels"
+                 + (f", {summary['judge_ensemble']} principles per comparison" if summary["judge_ensemble"] > 1 else "")
+                 + f"). Elo: Bradley-Terry fit of all comparisons per axis, {level}% bootstrap intervals "
+                 f"over {summary['bootstrap_samples']} resamples; ratings average 0.")
+    lines.append("")
+    lines.append("| model | harmlessness Elo | helpfulness Elo | PM (red-team) | PM (helpful) "
+                 "| refusals on helpful (evasiveness) | refusals on red-team | words/answer |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for n in names:
+        m = pm[n]
+        cells = [n]
+        for s in PROMPT_SETS:
+            ci = m.get(f"{s}_elo_ci")
+            cells.append(f"{_f(m.get(f'{s}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "–")
+        for s in PROMPT_SETS:
+            mean = m.get(f"{s}_pm")
+            cells.append(f"{mean:.3f} ± {m[f'{s}_pm_sem']:.3f}" if mean is not None else "–")
+        cells.append(_pct(m.get("helpful_refusal_rate")))
+        cells.append(_pct(m.get("harmless_refusal_rate")))
+        cells.append(_f(m.get("helpful_mean_words"), 0, signed=False))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if figures.get(FIG_ELO):
+        lines += [f"![Harmlessness vs helpfulness Elo]({FIG_ELO})", ""]
+    for s in PROMPT_SETS:
+        axis = summary["axes"].get(s)
+        if not axis:
+            continue
+        lines += [f"## {AXIS_TITLE[s]} win rates", "",
+                  f"P(row's answer judged better than column's), {axis['comparisons']} comparisons.", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for a in names:
+            row = [("–" if b == a else _f(axis["win_rate"][a].get(b), 2, signed=False)) for b in names]
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        lines.append("")
+    rounds = summary.get("pm_by_round")
+    if rounds:
+        lines += ["## PM score per revision round (SL-CAI data)", "",
+                  "| revisions | answers | PM score (mean ± s.e.) |", "|---|---|---|"]
+        lines += [f"| {r['round']} | {r['n']} | {r['mean']:.3f} ± {r['sem']:.3f} |" for r in rounds]
+        lines.append("")
+        if figures.get(FIG_ROUNDS):
+            lines += [f"![PM score per revision round]({FIG_ROUNDS})", ""]
+    lines += ["## Files", "",
+              "- `answers.jsonl`: every model's answer to every prompt (with its PM score)",
+              "- `comparisons.jsonl`: every judged comparison (p_a = P(model_a's answer is better), "
+              "both orders' raw probabilities)",
+              "- `summary.json`: the numbers above", ""]
+    return "\n".join(lines)
+
+
+def headline_table(summary: dict) -> str:
+    """The headline numbers as plain text, one line per model (for the terminal)."""
+    lines = [f"{'model':<12}{'harmless Elo':>22}{'helpful Elo':>22}{'PM red-team':>13}{'refusals (helpful)':>20}"]
+    for name in summary["models"]:
+        m = summary["per_model"][name]
+        cols = []
+        for s in PROMPT_SETS:
+            ci = m.get(f"{s}_elo_ci")
+            cols.append(f"{_f(m.get(f'{s}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "-")
+        pm = m.get("harmless_pm")
+        lines.append(f"{name:<12}{cols[0]:>22}{cols[1]:>22}{'-' if pm is None else f'{pm:+.3f}':>13}"
+                     f"{_pct(m.get('helpful_refusal_rate')):>20}")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def write_report(summary: dict, out_dir: Path) -> Path:
+    figures = {FIG_ELO: plot_elo(summary, out_dir / FIG_ELO),
+               FIG_ROUNDS: plot_pm_rounds(summary, out_dir / FIG_ROUNDS)}
+    report = out_dir / "report.md"
+    report.write_text(markdown(summary, figures), encoding="utf-8")
+    return report
