@@ -213,3 +213,16 @@ def test_cli_eval_bad_input_is_one_line(tmp_path, args, message):
     err = done.stderr.decode()
     assert done.returncode != 0 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_eval_checks_the_sl_file_before_generating(tmp_path):
+    pm = tmp_path / "pm"
+    pm.mkdir()
+    (pm / "cai_run.json").write_text("{}")
+    sl = tmp_path / "sl.jsonl"
+    sl.write_bytes(jsonl([{"id": "1", "prompt": "p", "response": "no history"}]))
+    done = run_cai("eval", "-m", "a=fake", "-m", "b=fake", "--judge", "fake", "--pm", pm,
+                   "--sl", sl, "--out", tmp_path / "o")
+    assert done.returncode == 1
+    assert f"{sl}:1 id 1: SL-CAI records need 'init_response'" in done.stderr.decode()
+    assert not (tmp_path / "o").exists()   # nothing generated before the check
