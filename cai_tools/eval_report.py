@@ -95,10 +95,7 @@ def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluati
     lines.append("|---|---|---|---|---|---|---|---|")
     for n in names:
         m = pm[n]
-        cells = [n]
-        for s in PROMPT_SETS:
-            ci = m.get(f"{s}_elo_ci")
-            cells.append(f"{_f(m.get(f'{s}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "–")
+        cells = [n] + [_elo_cell(m, s) for s in PROMPT_SETS]
         for s in PROMPT_SETS:
             mean = m.get(f"{s}_pm")
             cells.append(f"{mean:.3f} ± {m[f'{s}_pm_sem']:.3f}" if mean is not None else "–")
@@ -141,14 +138,17 @@ def headline_table(summary: dict) -> str:
     lines = [f"{'model':<12}{'harmless Elo':>22}{'helpful Elo':>22}{'PM red-team':>13}{'refusals (helpful)':>20}"]
     for name in summary["models"]:
         m = summary["per_model"][name]
-        cols = []
-        for s in PROMPT_SETS:
-            ci = m.get(f"{s}_elo_ci")
-            cols.append(f"{_f(m.get(f'{s}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "-")
+        cols = [_elo_cell(m, s) for s in PROMPT_SETS]
         pm = m.get("harmless_pm")
         lines.append(f"{name:<12}{cols[0]:>22}{cols[1]:>22}{'-' if pm is None else f'{pm:+.3f}':>13}"
                      f"{_pct(m.get('helpful_refusal_rate')):>20}")
     return "\n".join(lines)
+
+
+def _elo_cell(m: dict, axis: str) -> str:
+    """'+12 [-3, +27]': a model's Elo on one axis with its interval."""
+    ci = m.get(f"{axis}_elo_ci")
+    return f"{_f(m.get(f'{axis}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "–"
 
 
 def _pct(value) -> str:

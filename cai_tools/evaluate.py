@@ -87,23 +87,22 @@ class EvalSettings:
 
 def load_eval_prompts(path: str, split: str | None, limit: int | None = None) -> list[dict]:
     """The prompts of ``split`` (records without a 'split' field all count), in file order."""
-    kept = []
+    kept, seen = [], set()
     for rec in read_records(path):
         if split is not None and rec.get("split", split) != split:
             continue
         messages = prompt_messages(rec)          # raises a RecordError naming file:line
         if not isinstance(rec.get("id"), str):
             raise InputError("eval prompts need a string 'id'", where=where(rec))
+        if rec["id"] in seen:
+            raise InputError(f"duplicate prompt id '{rec['id']}'", where=where(rec))
+        seen.add(rec["id"])
         kept.append({"id": rec["id"], "prompt": messages, "category": rec.get("category")})
         if limit and len(kept) >= limit:
             break
     if not kept:
         which = f" in split '{split}'" if split else ""
         raise InputError(f"no prompts{which}", where=path)
-    ids = [p["id"] for p in kept]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"duplicate prompt id '{dup}'", where=path)
     return kept
 
 
@@ -169,10 +168,9 @@ def compare(answers: Sequence[dict], set_name: str, models: Sequence[str], engin
     out = []
     for rec in track(judge(records, [engine], constitution, js, batch_size=settings.batch_size),
                      f"judge {set_name}", len(records)):
-        first = rec["responses"][0]
-        p_a = rec["label"] if rec["chosen"][0]["content"] == first else 1.0 - rec["label"]
-        if rec["identical"]:
-            p_a = 0.5
+        # label = P(chosen better); identical answers come back as 0.5 either way
+        chosen_is_a = rec["chosen"][0]["content"] == rec["responses"][0]
+        p_a = rec["label"] if chosen_is_a else 1.0 - rec["label"]
         out.append({"id": rec["source_id"], "set": set_name, "prompt_id": rec["prompt_id"],
                     "model_a": rec["model_a"], "model_b": rec["model_b"], "p_a": p_a,
                     "identical": rec["identical"], "response_a": rec["responses"][0],

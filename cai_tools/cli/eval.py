@@ -82,11 +82,9 @@ def eval_(
         settings = EvalSettings(seed=seed, sampling=Sampling(max_tokens=max_tokens, temperature=temperature,
                                                              top_p=top_p, top_k=top_k),
                                 ensemble=ensemble, bootstrap=bootstrap)
-        _check_model_files(specs)
-        judge_path = judge_model
-        if judge_model != "fake" and not (judge_model or "").startswith(("http://", "https://")):
-            judge_path = str(check_gguf_file(resolve_model(judge_model, announce=console.note,
-                                                           option="--judge")))
+        for spec in specs:
+            _checked_model(spec.model, spec.lora)
+        judge_path = _checked_model(judge_model, announce=console.note, option="--judge")
         sl_rounds = revision_round_conversations(sl) if sl else None
 
         def track(items, stage, total):
@@ -119,11 +117,13 @@ def eval_(
         typer.echo(str(report))
 
 
-def _check_model_files(specs) -> None:
-    for spec in specs:
-        if spec.model == "fake" or (spec.model or "").startswith(("http://", "https://")):
-            continue  # the test engine, or a server that owns its model
-        path = resolve_model(spec.model, announce=lambda _msg: None)
-        check_gguf_file(path)
-        if spec.lora:
-            check_lora_file(spec.lora, path)
+def _checked_model(model: str | None, lora: str | None = None, *, announce=lambda _msg: None,
+                   option: str = "--model") -> str | None:
+    """The model file to open (the default one when None), checked along with its adapter;
+    the test engine and server URLs pass through (a server owns its model)."""
+    if model == "fake" or (model or "").startswith(("http://", "https://")):
+        return model
+    path = str(check_gguf_file(resolve_model(model, announce=announce, option=option)))
+    if lora:
+        check_lora_file(lora, path)
+    return path
