@@ -36,7 +36,10 @@ def plot_elo(summary: dict, path: Path) -> bool:
         m = summary["per_model"][name]
         x, y = m["helpful_elo"], m["harmless_elo"]
         (xlo, xhi), (ylo, yhi) = m["helpful_elo_ci"], m["harmless_elo_ci"]
-        ax.errorbar(x, y, xerr=[[x - xlo], [xhi - x]], yerr=[[y - ylo], [yhi - y]],
+        # a percentile interval need not contain the point estimate (nor, within float
+        # noise, a degenerate one): bar lengths are clipped at 0
+        ax.errorbar(x, y, xerr=[[max(x - xlo, 0.0)], [max(xhi - x, 0.0)]],
+                    yerr=[[max(y - ylo, 0.0)], [max(yhi - y, 0.0)]],
                     fmt="o", capsize=3, label=name)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
         xs.append(x)

@@ -182,6 +182,22 @@ def test_report_has_the_tables_and_both_figures(tmp_path):
     assert FIG_ELO not in markdown(bare, {FIG_ELO: False})
 
 
+def test_elo_plot_survives_an_interval_that_misses_its_estimate(tmp_path):
+    # one comparison per axis: every bootstrap resample is the same, so the interval is the
+    # point estimate up to the fit's tolerance, possibly a hair outside it
+    settings = EvalSettings(bootstrap=5)
+    specs = [ModelSpec("a", None), ModelSpec("b", None)]
+    one = {"harmless": PROMPTS["harmless"][:1], "helpful": PROMPTS["helpful"]}
+    answers = [a for spec in specs for a in answer_prompts(spec, _scripted(spec.name), one, settings)]
+    judge = _judge_prefers("b answer")
+    comps = [c for s in ("harmless", "helpful")
+             for c in compare(answers, s, ["a", "b"], judge, load_constitution(s), settings)]
+    summary = summarize(specs, answers, comps, settings)
+    summary["per_model"]["b"]["helpful_elo_ci"][0] = summary["per_model"]["b"]["helpful_elo"] + 1e-6
+    write_report(summary, tmp_path)
+    assert (tmp_path / FIG_ELO).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_cli_eval_on_the_fake_engine(tmp_path):
     out = tmp_path / "eval"
     args = ["eval", "-m", "a=fake", "-m", "b=fake", "--judge", "fake", "--out", out,
