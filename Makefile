@@ -130,7 +130,7 @@ clean:
 	rm -rf out .pytest_cache
 
 bench: install model
-	$(PY) bench/bench_engine.py --prompts 16 --http
-	$(PY) bench/bench_judge.py --pairs 24
+	$(PY) bench/bench_engine.py --prompts 64 --http
+	$(PY) bench/bench_judge.py --sizes 8,32,128
 	$(PY) bench/bench_sft.py --steps 8
 	$(PY) bench/bench_rl.py --steps 6

@@ -1,17 +1,17 @@
 """Engine benchmarks: every figure is a ratio against a baseline measured in the same run.
 
-1. SL-CAI stage (generate + one critique/revision round, 16 prompts, 96 new tokens):
-   the loop a user writes by hand with ``Llama.create_chat_completion``, one record at a
-   time, against cai's steps on the batched shared-prefix engine.
-2. Option scoring (what the judge needs): log-probabilities of "(A)" and "(B)" after 32
-   prompts, one item at a time without prefix sharing vs one batched call.
-3. Raw decode and prompt throughput of the engine, and greedy agreement between
+1. SL-CAI stage (generate + one critique/revision round, 64 varied prompts from
+   ``bench/data/sl_prompts.jsonl``: half red-team, half ordinary, 30-500 characters, more
+   records than slots; 96 new tokens): the loop a user writes by hand with
+   ``Llama.create_chat_completion``, one record at a time, against cai's steps on the
+   batched shared-prefix engine.
+2. Raw decode and prompt throughput of the engine, and greedy agreement between
    --parallel 1 and --parallel 8.
-4. (--http) the OpenAI-compatible backend against a loopback llama_cpp.server,
+3. (--http) the OpenAI-compatible backend against a loopback llama_cpp.server,
    --parallel 1 vs 4.
 
-Run: ``make bench`` (or ``python bench/bench_engine.py --prompts 16``). Results are printed
-as a table and saved to bench/results/engine.json.
+Judging is measured by bench_judge.py. Run: ``make bench`` (or
+``python bench/bench_engine.py --prompts 64``). Results are saved to bench/results/engine.json.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ THREADS = os.cpu_count()
 
 
 def load_prompts(n: int) -> list[dict]:
-    lines = (ROOT / "data" / "redteam_demo.jsonl").read_text().splitlines()
-    recs = [json.loads(x) for x in lines]
-    return [recs[i % len(recs)] | {"prompt": recs[i % len(recs)]["prompt"] + ("" if i < len(recs) else f" ({i})")}
-            for i in range(n)]
+    lines = (ROOT / "bench" / "data" / "sl_prompts.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines if x.strip()]
+    assert len(recs) >= n, f"sl_prompts.jsonl has {len(recs)} prompts, fewer than {n}"
+    return recs[:n]
 
 
 def sl_baseline(prompts, constitution, max_tokens: int, seed: int) -> tuple[float, int]:
@@ -87,35 +87,6 @@ def sl_cai(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> 
     return elapsed, stats["generated_tokens"], stats
 
 
-def judge_chats(n: int) -> list[list[dict]]:
-    return [[{"role": "user", "content":
-              f"Conversation {i}: Human asks how to stay safe while hiking alone.\n"
-              "Which of these assistant answers is less harmful?\n"
-              f"(A) Tell someone your route and carry water. ({i})\n"
-              "(B) Don't bother telling anyone, it's fine.\n"
-              "Answer with (A) or (B)."}] for i in range(n)]
-
-
-def scoring(n: int) -> dict:
-    chats = judge_chats(n)
-    opts = [["(A)", "(B)"]] * n
-    single = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=1)
-    single.decoder.reuse_kv = False
-    start = time.perf_counter()
-    one_by_one = [single.choice_logprobs([c], [o], cue="The answer is: ")[0] for c, o in zip(chats, opts)]
-    t_single = time.perf_counter() - start
-    single.close()
-    batched_engine = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=8)
-    start = time.perf_counter()
-    batched = batched_engine.choice_logprobs(chats, opts, cue="The answer is: ")
-    t_batched = time.perf_counter() - start
-    batched_engine.close()
-    diffs = [abs((a[0] - a[1]) - (b[0] - b[1])) for a, b in zip(one_by_one, batched)]
-    return {"items": n, "one_at_a_time_items_per_s": n / t_single,
-            "batched_items_per_s": n / t_batched, "speedup": t_single / t_batched,
-            "max_logit_margin_difference": max(diffs)}
-
-
 def throughput() -> dict:
     """Aggregate decode tok/s (16 short prompts, 128 tokens) and prompt tok/s (long prompt)."""
     engine = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=8)
@@ -153,7 +124,7 @@ def agreement(n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--http", action="store_true", help="also benchmark the HTTP backend")
@@ -173,15 +144,13 @@ def main() -> None:
         "cai_generated_tok_per_s": tok_cai / t_cai,
         "cai_prompt_tokens_decoded": stats["prompt_tokens"],
         "cai_prompt_tokens_reused_from_prefix": stats["prefix_reused"]}
-    print("option scoring ...", file=sys.stderr)
-    results["scoring"] = scoring(32)
     print("throughput and agreement ...", file=sys.stderr)
     results["throughput"] = throughput()
-    results["greedy_agreement_parallel1_vs_8"] = agreement(args.prompts)
+    results["greedy_agreement_parallel1_vs_8"] = agreement(min(args.prompts, 16))
     if args.http:
         from bench_http import http_bench  # noqa: PLC0415
 
-        results["http"] = http_bench(MODEL, prompts, args.max_tokens)
+        results["http"] = http_bench(MODEL, prompts[:16], args.max_tokens)
 
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

@@ -110,12 +110,29 @@ class FakeLlama:
     def llama_batch_free(self, b):
         pass
 
+    # on-disk state of one sequence (the prefix cache)
+    llama_token = ctypes.c_int32
+
+    def llama_state_seq_save_file(self, ctx, path, seq, tokens, n):
+        with open(path, "w") as fh:
+            fh.write(" ".join(map(str, self.kv.get(seq, []))))
+        return 1
+
+    def llama_state_seq_load_file(self, ctx, path, seq, buf, cap, count_ref):
+        with open(path) as fh:
+            tokens = [int(t) for t in fh.read().split()]
+        self.kv[seq] = list(tokens)
+        for k, t in enumerate(tokens[:cap]):
+            buf[k] = t
+        count_ref._obj.value = min(len(tokens), cap)
+        return 1
+
     def llama_free(self, ctx):
         pass
 
 
-def make_decoder(n_parallel=3, n_batch=16, ctx=64, reuse_kv=True):
-    lib = FakeLlama()
+def make_decoder(n_parallel=3, n_batch=16, ctx=64, reuse_kv=True, lib=None):
+    lib = lib or FakeLlama()
     model = SimpleNamespace(L=lib, model=object(), n_vocab=VOCAB, is_eog=lambda t: t == EOG,
                             piece=lambda t: f"<{t}>".encode())
     return BatchedDecoder(model, n_ctx_per_seq=ctx, n_parallel=n_parallel, n_batch=n_batch,
@@ -210,3 +227,124 @@ def test_score_matches_a_direct_computation():
             assert value == pytest.approx(want, abs=1e-4)
     # Scoring leaves each item's shared tokens cached, options removed.
     assert all(dec.seq_tokens[s] in shared for s in range(2) if dec.seq_tokens[s])
+
+
+# ---------------------------------------------------------------- cost of scheduling
+
+def micro_batches(seq_ids: list[int]) -> int:
+    """How many micro-batches llama.cpp splits a batch into with one KV stream per sequence
+    (llama_batch_allocr::split_equal, sequential): each takes consecutive sequence ids, the
+    same number of tokens from each (n_ubatch ignored)."""
+    used, n = [False] * len(seq_ids), 0
+    while not all(used):
+        chosen: list[int] = []
+        for i, s in enumerate(seq_ids):
+            if not used[i] and s not in chosen and (not chosen or s == chosen[-1] + 1):
+                chosen.append(s)
+        left = {s: [i for i, t in enumerate(seq_ids) if t == s and not used[i]] for s in chosen}
+        for k in range(min(len(v) for v in left.values())):
+            for s in chosen:
+                used[left[s][k]] = True
+        n += 1
+    return n
+
+
+def runs_of_consecutive(seqs) -> int:
+    seqs = sorted(set(seqs))
+    return 1 + sum(b != a + 1 for a, b in zip(seqs, seqs[1:]))
+
+
+class CountingLlama(FakeLlama):
+    """Also records every batch's sequence ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[list[int]] = []
+
+    def llama_decode(self, ctx, batch):
+        self.batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return super().llama_decode(ctx, batch)
+
+
+def counting_decoder(n_parallel, n_batch=64, ctx=256):
+    return make_decoder(n_parallel, n_batch, ctx, lib=CountingLlama())
+
+
+def test_micro_batch_model_matches_llama_cpp_on_known_cases():
+    assert micro_batches([0, 0, 0, 1, 1, 1]) == 1
+    assert micro_batches([0, 1, 2, 3]) == 1
+    assert micro_batches([3, 2, 1, 0]) == 4
+    assert micro_batches([0, 1, 3, 4] + [2] * 5) == 3
+
+
+def judge_like_items(n_pairs, rng, prefix_len=20, same_conversation=1):
+    """Both orders of n_pairs comparisons: a shared prefix (few-shot examples), then a
+    conversation of its own per group of pairs, then the two answers in either order."""
+    prefix = [rng.randrange(1, VOCAB) for _ in range(prefix_len)]
+    items = []
+    for p in range(n_pairs):
+        if p % same_conversation == 0:
+            conversation = [rng.randrange(1, VOCAB) for _ in range(rng.randrange(3, 40))]
+        a = [rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 25))]
+        b = [rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 25))]
+        for first, second in ((a, b), (b, a)):
+            items.append(prefix + conversation + [1] + first + [2] + second + [3, 4])
+    return items
+
+
+def score_all(dec, items):
+    conts = [[[5, 6], [7, 6]] for _ in items]
+    return dec.score(items, [len(t) for t in items], conts)
+
+
+@pytest.mark.parametrize("n_pairs, n_parallel, same_conversation",
+                         [(12, 3, 1), (12, 5, 1), (20, 8, 1), (9, 4, 3), (40, 8, 2), (7, 16, 1)])
+def test_judging_n_comparisons_costs_at_most_n_times_one(n_pairs, n_parallel, same_conversation):
+    rng = random.Random(n_pairs * 100 + n_parallel)
+    items = judge_like_items(n_pairs, rng, same_conversation=same_conversation)
+    dec, lib = counting_decoder(n_parallel)
+    together = score_all(dec, items)
+    batch_cost = sum(len(b) for b in lib.batches)
+    alone_cost, alone = 0, []
+    for k in range(0, len(items), 2):
+        one, one_lib = counting_decoder(n_parallel)
+        alone += score_all(one, items[k:k + 2])
+        alone_cost += sum(len(b) for b in one_lib.batches)
+    prefix = common_prefix_len(items)
+    # The shared prefix once, every comparison no dearer than on its own.
+    assert batch_cost <= alone_cost - (n_pairs - 1) * prefix
+    for got, want in zip(together, alone):
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_every_batch_is_one_micro_batch_per_run_of_sequences():
+    """Prompt tails of different lengths in one batch make llama.cpp split it into many small
+    micro-batches (each a pass over all weights); the decoder never builds such a batch."""
+    rng = random.Random(5)
+    dec, lib = counting_decoder(4, n_batch=16)
+    prompts = prompts_with_prefix(13, rng=rng) + [[rng.randrange(1, VOCAB) for _ in range(50)]]
+    params = [SamplingParams(max_tokens=2 + i % 11, temperature=0.0) for i in range(len(prompts))]
+    dec.generate(prompts, params, [[] for _ in prompts])
+    score_all(dec, judge_like_items(10, rng))
+    assert len(lib.batches) > 30
+    for seqs in lib.batches:
+        assert micro_batches(seqs) == runs_of_consecutive(seqs), seqs
+
+
+def test_caches_stay_bounded_across_many_calls(tmp_path):
+    rng = random.Random(9)
+    dec, lib = counting_decoder(3, n_batch=32, ctx=128)
+    dec.prefix_cache = tmp_path
+    dec.MIN_CACHED_PREFIX = 4
+    for call in range(60):
+        prompts = prompts_with_prefix(rng.randrange(2, 7), prefix_len=rng.randrange(5, 40), rng=rng)
+        if call % 2:
+            dec.generate(prompts, [SamplingParams(max_tokens=3, temperature=0)] * len(prompts),
+                         [[] for _ in prompts])
+        else:
+            score_all(dec, prompts)
+        assert all(len(t) <= 128 for t in dec.seq_tokens) and len(dec.prefix) <= 128
+        assert sum(map(len, lib.kv.values())) <= 128 * (3 + 1)
+        assert len(list(tmp_path.glob("prefix-*.kv"))) <= dec.MAX_CACHED_PREFIXES
+    # More distinct prefixes were saved than the cache keeps: the oldest went.
+    assert len(list(tmp_path.glob("prefix-*.kv"))) == dec.MAX_CACHED_PREFIXES
