@@ -34,7 +34,7 @@ from .errors import InputError, UsageError
 from .eval_stats import elo_intervals, elo_ratings, is_refusal, win_rates
 from .generate import generate
 from .judge import JudgeSettings, judge
-from .records import read_records, where
+from .records import cut_incomplete_last_line, error_of, read_records, where
 from .step_common import Sampling
 
 PROMPT_SETS = ("harmless", "helpful")   # red-team prompts, ordinary requests
@@ -115,20 +115,32 @@ def answer_key(spec: ModelSpec, settings: EvalSettings) -> dict:
 
 
 def answer_prompts(spec: ModelSpec, engine: Engine, prompt_sets: dict[str, list[dict]],
-                   settings: EvalSettings, track: Tracker = _untracked) -> list[dict]:
-    """One answer record per prompt of every set: id, model, set, prompt_id, messages, response."""
+                   settings: EvalSettings, track: Tracker = _untracked, *,
+                   have: dict[str, dict] | None = None,
+                   on_answer: Callable[[dict], None] = lambda _answer: None) -> list[dict]:
+    """One answer record per prompt of every set: id, model, set, prompt_id, messages, response.
+
+    ``have`` holds answers of an interrupted run by id (reused, not regenerated);
+    ``on_answer`` gets each new answer as soon as it is made.
+    """
+    have = have or {}
+    wanted = [f"{spec.name}:{set_name}:{p['id']}" for set_name, prompts in prompt_sets.items()
+              for p in prompts]
     records = [{"id": f"{set_name}:{p['id']}", "messages": p["prompt"]}
-               for set_name, prompts in prompt_sets.items() for p in prompts]
+               for set_name, prompts in prompt_sets.items() for p in prompts
+               if f"{spec.name}:{set_name}:{p['id']}" not in have]
     key = answer_key(spec, settings)
-    out = []
+    made = {}
     for rec in track(generate(records, engine, sampling=settings.sampling, seed=settings.seed,
                               batch_size=settings.batch_size),
                      f"answers {spec.name}", len(records)):
         set_name, prompt_id = rec["id"].split(":", 1)
-        out.append({"id": f"{spec.name}:{rec['id']}", "model": spec.name, "set": set_name,
-                    "prompt_id": prompt_id, "messages": rec["messages"], "response": rec["response"],
-                    "key": key})
-    return out
+        answer = {"id": f"{spec.name}:{rec['id']}", "model": spec.name, "set": set_name,
+                  "prompt_id": prompt_id, "messages": rec["messages"], "response": rec["response"],
+                  "key": key}
+        on_answer(answer)
+        made[answer["id"]] = answer
+    return [made.get(w) or have[w] for w in wanted]
 
 
 def reusable_answers(previous: Iterable[dict], spec: ModelSpec, prompt_sets: dict[str, list[dict]],
@@ -289,9 +301,9 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
              note: Callable[[str], None] = lambda _msg: None, track: Tracker = _untracked) -> dict:
     """Answers, comparisons, PM scores and the summary, written to ``out`` as they are made.
 
-    ``open_engine(model, lora)`` opens one engine; only one is open at a time. Answers are
-    written after every model, and reused by a rerun with the same model, prompts and
-    sampling, so an interrupted eval never answers a model twice.
+    ``open_engine(model, lora)`` opens one engine; only one is open at a time. Each answer
+    is appended to answers.jsonl as it is made and reused by a rerun with the same model
+    and sampling (matched by its id), so an interrupted eval never answers a prompt twice.
     """
     out.mkdir(parents=True, exist_ok=True)
     answers_file = out / "answers.jsonl"
@@ -300,13 +312,23 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
     note(f"{len(models)} models x {sum(len(p) for p in prompt_sets.values())} prompts "
          f"({', '.join(f'{len(p)} {s}' for s, p in prompt_sets.items())})")
     for k, spec in enumerate(models):
-        reused = reusable_answers(previous, spec, prompt_sets, settings)
+        key = answer_key(spec, settings)
+        have = {a["id"]: {f: v for f, v in a.items() if f != "pm_score"} for a in previous
+                if a.get("model") == spec.name and a.get("key") == key and isinstance(a.get("id"), str)}
+        reused = reusable_answers(have.values(), spec, prompt_sets, settings)
         if reused is not None:
             note(f"{spec.name}: reusing its {len(reused)} answers in {answers_file}")
-            answers += [{f: v for f, v in a.items() if f != "pm_score"} for a in reused]
+            answers += reused
         else:
-            with closing(open_engine(spec.model, spec.lora)) as engine:
-                answers += answer_prompts(spec, engine, prompt_sets, settings, track)
+            if have:
+                note(f"{spec.name}: reusing {len(have)} answers of the interrupted run")
+            with closing(open_engine(spec.model, spec.lora)) as engine, open(answers_file, "ab") as sink:
+                def keep(answer: dict) -> None:
+                    sink.write(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+                    sink.flush()
+
+                answers += answer_prompts(spec, engine, prompt_sets, settings, track,
+                                          have=have, on_answer=keep)
         later = {m.name for m in models[k + 1:]}   # keep their reusable answers meanwhile
         write_jsonl(answers_file, answers + [a for a in previous if a.get("model") in later])
     comparisons: list[dict] = []
@@ -331,13 +353,11 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
 
 
 def _readable_records(path: Path) -> list[dict]:
-    """Records of an earlier run's file (none when absent or damaged: those are regenerated)."""
+    """The readable records of an earlier run's file (a line cut by a kill is regenerated)."""
     if not path.is_file():
         return []
-    try:
-        return list(read_records(str(path)))
-    except InputError:
-        return []
+    cut_incomplete_last_line(path)
+    return [r for r in read_records(str(path), bad_lines_as="eval") if error_of(r) is None]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

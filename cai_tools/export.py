@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, ModelError, UsageError
+from .run_files import check_adapter_folder, check_run_folder, load_safetensors
 
 PERMUTED_ARCHS = {"llama"}       # archs whose q/k rows llama.cpp's converter permutes
 MERGED_TYPES = ("f32", "f16", "q8_0")
@@ -30,22 +31,9 @@ HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen
 
 def read_run(run: str | os.PathLike) -> tuple[dict, dict, dict]:
     """(cai_run.json, adapter_config.json, adapter tensors) of a finished sft run."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    run = Path(run)
-    files = {name: run / name for name in ("cai_run.json", "adapter_config.json",
-                                           "adapter_model.safetensors")}
-    missing = [n for n, p in files.items() if not p.is_file()]
-    if missing:
-        raise InputError(f"not a finished 'cai sft' run folder (missing {', '.join(missing)})",
-                         where=str(run))
-    try:
-        info = json.loads(files["cai_run.json"].read_text())
-        config = json.loads(files["adapter_config.json"].read_text())
-        tensors = load_file(str(files["adapter_model.safetensors"]))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise InputError(f"unreadable run files: {exc}", where=str(run)) from None
+    info = check_run_folder(run, made_by="'cai sft' or 'cai rl'")
+    config = check_adapter_folder(run)
+    tensors = load_safetensors(Path(run) / "adapter_model.safetensors", framework="np")
     if config.get("use_dora") or config.get("bias", "none") != "none":
         raise InputError("only plain LoRA adapters can be exported (no DoRA, no bias)", where=str(run))
     return info, config, tensors

@@ -8,7 +8,7 @@ last round), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chos
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .conversation import prompt_messages
 from .errors import RecordError
@@ -46,13 +46,19 @@ def to_hf(record: dict, *, keep: bool = False) -> dict:
     return row
 
 
-def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail") -> Iterator[dict]:
+def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail",
+              on_skip: Callable[[str], None] = lambda why: None) -> Iterator[dict]:
+    """HF rows; a record that failed upstream or (with skip) cannot be converted is left
+    out, not written with an error (a dataset wants rows only), and reported to ``on_skip``."""
     for rec in records:
-        if error_of(rec) is not None:
-            continue  # failed upstream: nothing to train on
+        error = error_of(rec)
+        if error is not None:
+            on_skip(error.get("message", "an earlier error"))  # nothing to train on
+            continue
         try:
             yield to_hf(rec, keep=keep)
-        except RecordError:
+        except RecordError as exc:
             if on_error == "skip":
+                on_skip(str(exc))
                 continue
             raise

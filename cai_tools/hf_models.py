@@ -27,11 +27,26 @@ def quiet_libraries() -> None:
     import os
     import warnings
 
+    hub_offline()
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", module=r"(transformers|peft|accelerate|torch)\b")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def hub_offline() -> None:
+    """Never reach the Hugging Face Hub: every model and run is a local path. (Set in the
+    environment for libraries not imported yet, and in huggingface_hub's constants in case
+    it already is.)"""
+    import os
+    import sys
+
+    for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[switch] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
 
 
 def base_kind(base: str) -> str:
@@ -42,6 +57,9 @@ def base_kind(base: str) -> str:
         check_gguf_file(base)
         return "gguf"
     if path.is_dir() and (path / "config.json").is_file():
+        from .run_files import check_hf_model_folder
+
+        check_hf_model_folder(path)
         return "hf"
     raise ModelError(f"base model not found: {base} is neither a GGUF file nor a Hugging Face "
                      "model folder (with config.json)")
@@ -64,7 +82,7 @@ def _load_args(base: str) -> tuple[str, dict]:
         path = Path(base).resolve()
         return str(path.parent), {"gguf_file": path.name,
                                   "quantization_config": GgufConfig(dequantize=True)}
-    return base, {}
+    return base, {"use_safetensors": True}
 
 
 def load_tokenizer(base: str):
@@ -75,6 +93,7 @@ def load_tokenizer(base: str):
     else:
         where, kwargs = _load_args(base)
         kwargs.pop("quantization_config", None)
+        kwargs.pop("use_safetensors", None)
     try:
         tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
     except Exception as exc:  # transformers raises many types for an unusable folder/file

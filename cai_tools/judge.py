@@ -156,9 +156,24 @@ def judge(records: Iterable[dict], engines: Sequence[Engine], constitution: Cons
     return process_in_batches(records, batch_size, "judge", on_error, handle)
 
 
+def comparison_ids(record: dict, settings: JudgeSettings) -> list[str]:
+    """The ids of the records judge writes for ``record``, one per compared pair (--resume
+    matches on them; a record judge cannot read gives none)."""
+    try:
+        cands = candidates_of(record)
+        rid = record.get("id") or content_id(record)
+    except (RecordError, TypeError):
+        return []
+    return [_comparison_id(rid, i, j) for i, j in pair_indices(len(cands), settings.pairs)]
+
+
+def _comparison_id(rid: str, i: int, j: int) -> str:
+    return f"{rid}:{i}-{j}"
+
+
 def _comparison(rec, rid, messages, cands, i, j, constitution, settings) -> _Comparison:
     out = copy_record(rec)
-    out.update({"id": f"{rid}:{i}-{j}", "source_id": rid, "pair": [i, j], "prompt": messages})
+    out.update({"id": _comparison_id(rid, i, j), "source_id": rid, "pair": [i, j], "prompt": messages})
     # Seeded by the unordered pair, so swapping the candidates draws the same principles.
     pair_key = sorted([cands[i], cands[j]])
     rng = random.Random(record_seed(settings.seed, rid, "judge", pair_key))

@@ -20,13 +20,14 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from .errors import InputError, UsageError
+from .run_files import checkpoint_step, load_safetensors
 from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries, targets_for
 
 
@@ -130,7 +131,6 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     import torch
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     run = Path(cfg.out)
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
@@ -150,9 +150,9 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     step = 0
     main = accelerator.is_main_process
     if checkpoint is not None:
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        step = checkpoint_step(checkpoint)
+        set_peft_model_state_dict(model, load_safetensors(checkpoint / "adapter_model.safetensors"))
         _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
-        step = json.loads((checkpoint / "state.json").read_text())["step"]
         if main:
             _truncate_log(run / "log.jsonl", step)
     on_note(f"training {total} steps of {per_step} items on {accelerator.device} ({dtype}), "
@@ -263,9 +263,7 @@ def _save_checkpoint(model, optimizer, params, run: Path, step: int) -> None:
 
 
 def _load_optimizer(optimizer, params, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
+    tensors = load_safetensors(path)
     for name, value in tensors.items():
         index, key = name.split(".", 1)
         param = params[int(index)]

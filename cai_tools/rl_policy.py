@@ -15,13 +15,14 @@ import json
 from pathlib import Path
 
 from .errors import InputError
+from .run_files import check_adapter_folder, check_run_folder, load_safetensors
 
 
 def policy_source(policy: str) -> tuple[str, Path | None]:
     """(the base model, the sft run folder or None)."""
     run = Path(policy)
-    if run.is_dir() and (run / "cai_run.json").is_file():
-        info = json.loads((run / "cai_run.json").read_text())
+    if run.is_dir() and not (run / "config.json").is_file():  # not an HF model folder: a run
+        info = check_run_folder(run, made_by="'cai sft' or 'cai rl'")
         if info.get("task") != "CAUSAL_LM":
             raise InputError("the policy run is not a language-model run (use an 'cai sft' or "
                              "'cai rl' run, or a base model)", where=policy)
@@ -47,16 +48,16 @@ def save_folded_adapter(run: Path, policy: str) -> None:
     import math
 
     import numpy as np
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     _, sft_run = policy_source(policy)
     if sft_run is None:
         return
     parts = []
     for folder in (sft_run, run):
-        cfg = json.loads((folder / "adapter_config.json").read_text())
+        cfg = check_adapter_folder(folder)
         scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
-        parts.append((cfg, scale, load_file(str(folder / "adapter_model.safetensors"))))
+        parts.append((cfg, scale, load_safetensors(folder / "adapter_model.safetensors", framework="np")))
     modules = sorted({k.split(".lora_")[0] for _, _, t in parts for k in t if ".lora_" in k})
     rank = sum(cfg["r"] for cfg, _, _ in parts)
 

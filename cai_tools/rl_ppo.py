@@ -25,6 +25,7 @@ from .errors import InputError, UsageError
 from .lora_training import (TrainingConfig, _load_optimizer, _save_checkpoint, _truncate_log,
                             latest_checkpoint)
 from .records import error_of, read_records
+from .run_files import checkpoint_step, load_safetensors
 
 ALGOS = ("ppo", "rloo", "grpo", "dpo")
 
@@ -89,7 +90,7 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     quiet_libraries()
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     run = Path(cfg.out)
     checkpoint = latest_checkpoint(run) if resume else None
@@ -118,10 +119,10 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     step = 0
     if checkpoint is not None:
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
-        value_head.load_state_dict(load_file(str(checkpoint / "value_head.safetensors")))
+        step = checkpoint_step(checkpoint)
+        set_peft_model_state_dict(model, load_safetensors(checkpoint / "adapter_model.safetensors"))
+        value_head.load_state_dict(load_safetensors(checkpoint / "value_head.safetensors"))
         _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
-        step = json.loads((checkpoint / "state.json").read_text())["step"]
         _truncate_log(run / "log.jsonl", step)
     total = cfg.max_steps or 20
     on_note(f"PPO: {total} steps of {cfg.batch_size} prompts, up to {cfg.max_new_tokens} new tokens, "

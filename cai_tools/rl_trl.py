@@ -22,6 +22,7 @@ from typing import Callable
 
 from .errors import InputError, UsageError
 from .rl_ppo import RLConfig, load_prompts
+from .run_files import check_adapter_folder
 
 
 def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
@@ -57,6 +58,7 @@ def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[di
     if resume and checkpoint is None:
         raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
     if checkpoint is not None:
+        check_adapter_folder(checkpoint)
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
         done = int(checkpoint.name.split("-")[1])
         lora = None

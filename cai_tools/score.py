@@ -11,12 +11,12 @@ makes the highest-rewarded of ``responses`` the record's ``response``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .conversation import prompt_messages
 from .errors import InputError, RecordError
+from .run_files import check_run_folder
 from .records import add_provenance, copy_record, process_in_batches, where
 from .preferences import preference_of
 
@@ -29,10 +29,7 @@ class RewardModel:
 
         quiet_libraries()
         self.run = Path(run)
-        info_file = self.run / "cai_run.json"
-        if not info_file.is_file() or not (self.run / "adapter_model.safetensors").is_file():
-            raise InputError("not a finished 'cai build-pm' run folder", where=str(run))
-        self.info = json.loads(info_file.read_text())
+        self.info = check_run_folder(self.run, made_by="'cai build-pm'")
         if self.info.get("task") != "SEQ_CLS":
             raise InputError("this run is not a preference model (make one with 'cai build-pm')",
                              where=str(run))

@@ -234,7 +234,9 @@ def test_cli_eval_bad_input_is_one_line(tmp_path, args, message):
 def test_cli_eval_checks_the_sl_file_before_generating(tmp_path):
     pm = tmp_path / "pm"
     pm.mkdir()
-    (pm / "cai_run.json").write_text("{}")
+    (pm / "cai_run.json").write_text('{"base": "m.gguf", "task": "SEQ_CLS"}')
+    (pm / "adapter_config.json").write_text("{}")
+    (pm / "adapter_model.safetensors").write_bytes(b"")  # checked only for presence here
     sl = tmp_path / "sl.jsonl"
     sl.write_bytes(jsonl([{"id": "1", "prompt": "p", "response": "no history"}]))
     done = run_cai("eval", "-m", "a=fake", "-m", "b=fake", "--judge", "fake", "--pm", pm,

@@ -3,6 +3,7 @@ against a real ``python -m llama_cpp.server`` (marked ``model``)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -486,3 +487,25 @@ def test_a_server_going_away_mid_run_keeps_written_records_whole(api):
     engine.close()
     assert [r["prompt"] for r in written] == ["q0", "q1", "q2", "q3"]
     assert all(r["response"] == f"echo: q{i}" for i, r in enumerate(written))
+
+
+def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_shown(api):
+    url = api.url.replace("http://", "http://bob:s3cret@")
+    engine = OpenAIHttpEngine(url, backoff=0.01)
+    assert api.gets[0]["Authorization"] == "Basic " + base64.b64encode(b"bob:s3cret").decode()
+    assert "s3cret" not in engine.base_url and "s3cret" not in json.dumps(engine.info.as_dict())
+    api.answer = lambda body, headers: (401, {"error": {"message": f"no {headers['Authorization']}"}})
+    (out,) = engine.generate([user("a")], [SamplingParams()])
+    assert isinstance(out, ItemError) and "Ym9iOnMzY3JldA" not in out.message
+    done = run_cai("generate", "--server", url, "--model", "served-model", "--on-error", "skip",
+                   input=b'{"prompt": "hi"}\n')
+    assert done.returncode == 0, done.stderr
+    assert b"s3cret" not in done.stderr and b"s3cret" not in done.stdout
+    assert b"127.0.0.1" in done.stderr   # the URL itself is still shown, without the password
+
+
+def test_a_reply_without_text_is_an_item_error(api):
+    api.answer = lambda body, headers: (200, {"choices": [{"message": {"role": "assistant",
+                                                                      "content": None}}]})
+    (out,) = engine_for(api, model_name="m").generate([user("a")], [SamplingParams()])
+    assert isinstance(out, ItemError) and "no text" in out.message

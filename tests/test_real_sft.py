@@ -203,5 +203,5 @@ def test_bad_training_data_is_a_one_line_error(tmp_path):
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = run_cai("export", str(tmp_path), "--gguf", str(tmp_path / "x.gguf"))
-    assert result.returncode == 1 and b"not a finished 'cai sft' run" in result.stderr
+    assert result.returncode == 1 and b"not a finished 'cai sft' or 'cai rl' run" in result.stderr
     assert not (tmp_path / "x.gguf").exists()

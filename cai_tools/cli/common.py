@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Iterable, Iterator, Optional
 import typer
 
 from ..errors import CaiError, UsageError
-from ..records import RecordWriter, read_done_ids, read_records
+from ..records import RecordWriter, error_of, read_done_ids, read_records
 
 
 class OnError(str, Enum):
@@ -129,6 +129,27 @@ def _silence_stdout() -> None:
         pass
 
 
+def isolate_stdout() -> None:
+    """Keep records alone on stdout: they go to a private copy of fd 1, and fd 1 itself now
+    points at stderr, so whatever native code prints there (llama.cpp, a crash report)
+    can never land among the records."""
+    try:
+        sys.stdout.flush()
+        if sys.stdout.fileno() != 1:
+            return
+        records_fd = os.dup(1)
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr to point at: leave fd 1 as it is
+        os.close(records_fd)
+        return
+    old = sys.stdout
+    sys.stdout = open(records_fd, "w", buffering=1 if old.line_buffering else -1,
+                      encoding=old.encoding, errors=old.errors)
+
+
 def stdout_bytes():
     if sys.stdout is None:
         raise CaiError("standard output is closed: nowhere to write records")
@@ -149,10 +170,14 @@ def count_lines(path: str) -> int | None:
         return sum(1 for line in fh if line.strip())
 
 
-def skip_done(records: Iterable[dict], done: set[str], console: Console) -> Iterator[dict]:
+def skip_done(records: Iterable[dict], done: set[str], ids_of: Callable[[dict], list[str]],
+              console: Console) -> Iterator[dict]:
+    """Records whose output is not yet all in ``done``: the record's own id (written as an
+    error record) or every id the step writes for it."""
     skipped = 0
     for rec in records:
-        if rec.get("id") in done:
+        ids = ids_of(rec)
+        if rec.get("id") in done or (ids and all(i in done for i in ids)):
             skipped += 1
             continue
         yield rec
@@ -160,41 +185,60 @@ def skip_done(records: Iterable[dict], done: set[str], console: Console) -> Iter
         console.note(f"resumed: skipped {skipped} record(s) already in the output")
 
 
+def _with_ids(records: Iterable[dict]) -> Iterator[dict]:
+    """Records without an id (before ``generate``) get their content-derived one, so a
+    resumed ``generate`` skips the right ones."""
+    from ..records import content_id
+
+    for r in records:
+        if "id" not in r and ("prompt" in r or "messages" in r):
+            try:
+                r["id"] = content_id(r)
+            except TypeError:
+                pass
+        yield r
+
+
+def _own_id(record: dict) -> list[str]:
+    return [record["id"]] if isinstance(record.get("id"), str) else []
+
+
 def run_records(step: str, input_path: str, transform: Callable[[Iterable[dict]], Iterable[dict]],
-                *, resume: Path | None = None, quiet: bool = False) -> int:
+                *, resume: Path | None = None, quiet: bool = False, on_error: str = "fail",
+                output_ids: Callable[[dict], list[str]] = _own_id) -> int:
     """Read, transform, write records with progress; returns the number written.
 
-    Resume matches on ``id``: records without one (before ``generate``) get their
-    content-derived id first, so a resumed ``generate`` skips the right ones.
+    Resume matches the ids already in the output against ``output_ids(record)``, the ids
+    the step writes for an input record (its own id, except for steps like judge that make
+    several records from one); an output record already there is not written twice.
+    With ``on_error='skip'`` an unreadable input line becomes an error record too.
     """
     console = Console(step, quiet)
     out = RecordWriter(stdout_bytes())
-    records: Iterable[dict] = read_records(input_path)
+    if input_path == "-" and sys.stdin is not None and sys.stdin.isatty():
+        console.note("reading JSONL records from stdin (end with Ctrl-D; or pass a file)")
+    records: Iterable[dict] = read_records(input_path, bad_lines_as=step if on_error == "skip" else None)
     total = count_lines(input_path)
+    done: set[str] = set()
     if resume is not None:
-        from ..records import content_id
-
         done = read_done_ids(resume)
-
-        def with_ids(recs):
-            for r in recs:
-                if "id" not in r and ("prompt" in r or "messages" in r):
-                    try:
-                        r["id"] = content_id(r)
-                    except TypeError:
-                        pass
-                yield r
-
-        records = skip_done(with_ids(records), done, console)
+        records = skip_done(_with_ids(records), done, output_ids, console)
         if total is not None:
             total = max(total - len(done), 0)
     progress = Progress(step, total, quiet)
+    errors = 0
     try:
         for rec in transform(records):
+            if rec.get("id") in done:   # written before a judge record's other pairs were
+                continue
             out.write(rec)
+            errors += error_of(rec) is not None
             progress.advance()
     finally:
         progress.finish(out.count)
+        if errors:
+            console.note(f"{errors} of {out.count} records written carry an error (_cai.error): "
+                         "skipped by this step or an earlier one")
     return out.count
 
 

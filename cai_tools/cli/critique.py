@@ -30,4 +30,5 @@ def critique(
             run_records("critique", input, lambda recs: critique_step.critique(
                 recs, engine, const, principle_id=principle, seed=opts.seed,
                 sampling=opts.sampling(), batch_size=opts.batch_size,
-                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet)
+                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet,
+                on_error=opts.on_error.value)

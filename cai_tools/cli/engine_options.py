@@ -47,10 +47,10 @@ def open_engine(model: str | None, console: Console, *, ctx: int, n_gpu_layers: 
 
 def _open_server(server: str, model: str | None, console: Console, *, parallel: int,
                  chat_format: str | None, n_gpu_layers: int | None) -> Engine:
-    from ..engines.openai_http_engine import OpenAIHttpEngine
+    from ..engines.openai_http_engine import OpenAIHttpEngine, split_credentials
 
     if not server.startswith(_URL_SCHEMES):
-        raise UsageError(f"--server must be an http:// or https:// URL, not '{server}'")
+        raise UsageError(f"--server must be an http:// or https:// URL, not '{split_credentials(server)[0]}'")
     if model is not None and model.startswith(_URL_SCHEMES):
         raise UsageError("with --server, --model is the served model's name, not a URL")
     # The server owns the model: its chat template and GPU placement are its business.

@@ -8,8 +8,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
+from ..run_files import check_run_folder
 from .common import (Console, CtxOpt, DebugOpt, GpuLayersOpt, MaxTokensOpt, ParallelOpt, Progress,
                      QuietOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt, check_positive,
                      cli_errors)
@@ -68,12 +69,13 @@ def eval_(
 
         specs = [ModelSpec.parse(m) for m in model]
         check_models(specs)
-        for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap), ("--parallel", parallel)):
+        for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap), ("--parallel", parallel),
+                            ("--max-tokens", max_tokens)):
             check_positive(name, value)
         if sl and not pm:
             raise UsageError("--sl needs --pm: the revision rounds are scored by a preference model")
-        if pm and not (Path(pm) / "cai_run.json").is_file():
-            raise InputError("not a finished 'cai build-pm' run folder", where=pm)
+        if pm:
+            check_run_folder(pm, made_by="'cai build-pm'")
         # Everything that can be checked before hours of generation is checked first.
         constitutions = {"harmless": load_constitution(constitution),
                          "helpful": load_constitution(helpful_constitution)}

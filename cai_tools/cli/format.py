@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..hf_format import format_hf
-from .common import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, cli_errors, run_records
+from .common import (Console, DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt, cli_errors,
+                     run_records)
 
 
 class Target(str, Enum):
@@ -20,11 +21,17 @@ def format_(
     to: Annotated[Target, typer.Option("--to", help="hf: Hugging Face CAI dataset columns "
                                        "(TRL SFT reads 'messages', DPO 'chosen'/'rejected').")] = Target.hf,
     keep: Annotated[bool, typer.Option(help="Keep the original fields too.")] = False,
+    resume: ResumeOpt = None,
     on_error: OnErrorOpt = OnError.fail,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Convert SL-CAI records (after critique/revise) to the Hugging Face CAI dataset layout."""
     with cli_errors("format", debug):
-        run_records("format", input, lambda recs: format_hf(recs, keep=keep, on_error=on_error.value),
-                    quiet=quiet)
+        skipped: list[str] = []
+        run_records("format", input, lambda recs: format_hf(recs, keep=keep, on_error=on_error.value,
+                                                            on_skip=skipped.append),
+                    resume=resume, quiet=quiet, on_error=on_error.value)
+        if skipped:
+            Console("format", quiet).note(f"left out {len(skipped)} record(s) with an error or no "
+                                          f"completed revision; the first: {skipped[0]}")

@@ -28,4 +28,4 @@ def generate(
             run_records("generate", input, lambda recs: generate_step.generate(
                 recs, engine, n=n, sampling=opts.sampling(), seed=opts.seed, system=system,
                 batch_size=opts.batch_size, on_error=opts.on_error.value),
-                resume=opts.resume, quiet=opts.quiet)
+                resume=opts.resume, quiet=opts.quiet, on_error=opts.on_error.value)

@@ -9,7 +9,7 @@ import typer
 
 from ..constitution import load_constitution
 from ..errors import UsageError
-from ..judge import JudgeSettings, judge as judge_step
+from ..judge import JudgeSettings, comparison_ids, judge as judge_step
 from .common import Console, ConstitutionOpt, InputArg, cli_errors, run_records
 from .step_options import StepOptions, generating_step
 
@@ -55,4 +55,5 @@ def judge(
         with opts.engines(console) as engines:
             run_records("judge", input, lambda recs: judge_step(
                 recs, engines, const, settings, batch_size=opts.batch_size,
-                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet)
+                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet,
+                on_error=opts.on_error.value, output_ids=lambda rec: comparison_ids(rec, settings))

@@ -6,6 +6,7 @@ import typer
 
 from .constitution import app as constitution_app
 from .build_pm import build_pm
+from .common import isolate_stdout
 from .critique import critique
 from .eval import eval_
 from .export import export
@@ -45,6 +46,7 @@ app.command("fetch-model")(fetch_model)
 
 
 def main() -> None:
+    isolate_stdout()
     app()
 
 

@@ -8,13 +8,15 @@ import typer
 
 from ..errors import UsageError
 from ..pairs import pairs_from_revisions
-from .common import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, cli_errors, run_records
+from .common import (DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt, cli_errors,
+                     run_records)
 
 
 def pairs(
     input: InputArg = "-",
     from_revisions: Annotated[bool, typer.Option(
         help="Final revision = chosen, initial answer = rejected (Hugging Face's recipe).")] = False,
+    resume: ResumeOpt = None,
     on_error: OnErrorOpt = OnError.fail,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -25,4 +27,4 @@ def pairs(
             raise UsageError("say where the pairs come from: --from-revisions "
                              "(or use 'cai judge' on 'cai generate -n 2' output)")
         run_records("pairs", input, lambda recs: pairs_from_revisions(recs, on_error=on_error.value),
-                    quiet=quiet)
+                    resume=resume, quiet=quiet, on_error=on_error.value)

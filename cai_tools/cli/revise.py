@@ -40,4 +40,4 @@ def revise(
                 recs, engine, const, rounds=rounds, principle_id=principle,
                 until_clean=until_clean, seed=opts.seed, sampling=opts.sampling(),
                 batch_size=opts.batch_size, on_error=opts.on_error.value),
-                resume=opts.resume, quiet=opts.quiet)
+                resume=opts.resume, quiet=opts.quiet, on_error=opts.on_error.value)

@@ -64,6 +64,7 @@ class StepOptions:
 
         check_positive("--batch-size", self.batch_size)
         check_positive("--parallel", self.parallel)
+        check_positive("--max-tokens", self.max_tokens)
         models = self.model if isinstance(self.model, list) else [self.model]
         opened: list[Engine] = []
         try:

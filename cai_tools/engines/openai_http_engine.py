@@ -15,6 +15,7 @@ The API key is read from the environment and only ever sent as a header: it is k
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import math
@@ -22,6 +23,7 @@ import os
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from os.path import commonprefix
@@ -41,6 +43,22 @@ def normalise_base_url(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without ``user:password@``, a Basic auth header value or None): the URL is
+    printed and recorded in provenance, so a password in it must not stay there."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
 class _ClientError(Exception):
     """A 4xx answer other than 429: retrying would not help."""
 
@@ -56,6 +74,7 @@ class OpenAIHttpEngine:
         """``timeout`` is per socket operation and must cover the time a request waits in
         the server's queue; ``retries`` more attempts follow the first, after ``backoff``,
         2x, 4x... seconds."""
+        base_url, self._basic_auth = split_credentials(base_url)
         self.base_url = normalise_base_url(base_url)
         self.parallel = max(1, int(parallel))
         self.timeout, self.retries, self.backoff = timeout, max(0, int(retries)), backoff
@@ -72,7 +91,10 @@ class OpenAIHttpEngine:
     # ------------------------------------------------------------ HTTP
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in (self._api_key, self._basic_auth and self._basic_auth.split()[1]):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def _request(self, path: str, payload: dict | None = None,
                  abort: threading.Event | None = None) -> dict:
@@ -82,6 +104,8 @@ class OpenAIHttpEngine:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        elif self._basic_auth:
+            headers["Authorization"] = self._basic_auth
         unreachable, last = True, ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -229,7 +253,11 @@ def _parse_generation(answer: dict) -> Generation | ItemError:
     try:
         choice = answer["choices"][0]
         usage = answer.get("usage") or {}
-        return Generation(text=choice["message"].get("content") or "",
+        text = choice["message"]["content"]
+        if not isinstance(text, str):  # null: a refusal field, a tool call, a broken server
+            return ItemError("the server's answer has no text (message.content is "
+                             f"{json.dumps(text)}): {json.dumps(answer)[:200]}")
+        return Generation(text=text,
                           prompt_tokens=int(usage.get("prompt_tokens") or 0),
                           completion_tokens=int(usage.get("completion_tokens") or 0),
                           finish_reason=choice.get("finish_reason") or "stop")

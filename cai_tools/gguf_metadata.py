@@ -1,0 +1,169 @@
+"""Reading a GGUF file's metadata header and checking the types llama.cpp relies on.
+
+llama.cpp reads some keys with ``gguf_get_val_f32`` / ``gguf_get_arr_str`` and friends, which
+*abort the process* (SIGABRT, a debugger backtrace) when the stored type differs, instead of
+failing the load. A file built by hand or by another tool can do that: an adapter whose
+``adapter.lora.alpha`` is a string, a tokenizer whose scores are strings. So before llama.cpp
+sees a file, its header is parsed here (no tensor data, arrays skipped over, not
+materialized) and every such key is checked; a bad one is a ModelError naming file and key.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import ModelError
+
+# GGUF value types (ggml/include/gguf.h).
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+TYPE_NAMES = {UINT8: "uint8", INT8: "int8", UINT16: "uint16", INT16: "int16", UINT32: "uint32",
+              INT32: "int32", FLOAT32: "float32", BOOL: "bool", STRING: "string", ARRAY: "array",
+              UINT64: "uint64", INT64: "int64", FLOAT64: "float64"}
+_SCALAR = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i",
+           FLOAT32: "<f", BOOL: "<?", UINT64: "<Q", INT64: "<q", FLOAT64: "<d"}
+MAX_KEYS = 1 << 20          # more would be a corrupt count, not a real file
+MAX_STRING = 1 << 30
+
+
+@dataclass(frozen=True)
+class Value:
+    """One metadata value: its type, element type (arrays), length (arrays) and, for scalars
+    and strings, the value itself."""
+
+    type: int
+    elem_type: int | None = None
+    length: int = 0
+    value: Any = None
+
+    def describe(self) -> str:
+        if self.type == ARRAY:
+            return f"an array of {TYPE_NAMES.get(self.elem_type, '?')}"
+        return f"a {TYPE_NAMES.get(self.type, '?')}"
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Reader:
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+
+    def take(self, fmt: str):
+        size = struct.calcsize(fmt)
+        data = self.fh.read(size)
+        if len(data) != size:
+            raise _Truncated
+        return struct.unpack(fmt, data)[0]
+
+    def string(self) -> str:
+        n = self.take("<Q")
+        if n > MAX_STRING:
+            raise _Truncated
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise _Truncated
+        return data.decode("utf-8", errors="replace")
+
+    def skip(self, n: int) -> None:
+        self.fh.seek(n, os.SEEK_CUR)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Value]:
+    """Every metadata key of a GGUF file with its type; ModelError when the header is bad."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            r = _Reader(fh)
+            if fh.read(4) != b"GGUF":
+                raise ModelError(f"{p} is not a GGUF file")
+            version = r.take("<I")
+            if version not in (2, 3):
+                raise ModelError(f"{p}: GGUF version {version} is not supported (2 or 3 is)")
+            r.take("<Q")                      # tensor count
+            n_kv = r.take("<Q")
+            if n_kv > MAX_KEYS:
+                raise ModelError(f"{p}: the header claims {n_kv} metadata keys: a corrupt file")
+            meta: dict[str, Value] = {}
+            for _ in range(n_kv):
+                key = r.string()
+                meta[key] = _read_value(r, r.take("<I"), p, key)
+                if fh.tell() > size:
+                    raise _Truncated
+            return meta
+    except _Truncated:
+        raise ModelError(f"{p} is truncated or corrupt (its metadata header ends early)") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def _read_value(r: _Reader, vtype: int, path: Path, key: str) -> Value:
+    if vtype in _SCALAR:
+        return Value(vtype, value=r.take(_SCALAR[vtype]))
+    if vtype == STRING:
+        return Value(STRING, value=r.string())
+    if vtype == ARRAY:
+        elem, n = r.take("<I"), r.take("<Q")
+        if elem in _SCALAR:
+            r.skip(n * struct.calcsize(_SCALAR[elem]))
+        elif elem == STRING:
+            for _ in range(n):
+                r.skip(r.take("<Q"))
+        else:
+            raise ModelError(f"{path}: metadata key {key} is an array of unknown type {elem}")
+        return Value(ARRAY, elem_type=elem, length=n)
+    raise ModelError(f"{path}: metadata key {key} has unknown type {vtype}: a corrupt file")
+
+
+# What llama.cpp reads without a type check of its own: key -> (type, element type or None).
+MODEL_KEYS = {
+    "general.architecture": (STRING, None),
+    "tokenizer.ggml.model": (STRING, None),
+    "tokenizer.ggml.tokens": (ARRAY, STRING),
+    "tokenizer.ggml.merges": (ARRAY, STRING),
+    "tokenizer.ggml.scores": (ARRAY, FLOAT32),
+    "tokenizer.ggml.token_type": (ARRAY, INT32),
+    "tokenizer.chat_template": (STRING, None),
+}
+ADAPTER_KEYS = {
+    "general.type": (STRING, None),
+    "general.architecture": (STRING, None),
+    "adapter.type": (STRING, None),
+    "adapter.lora.alpha": (FLOAT32, None),
+}
+_PER_TOKEN = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+
+
+def check_types(path: str | os.PathLike, meta: dict[str, Value], expected: dict) -> None:
+    for key, (vtype, elem) in expected.items():
+        v = meta.get(key)
+        if v is None:
+            continue
+        if v.type != vtype or (elem is not None and v.elem_type != elem):
+            want = Value(vtype, elem).describe()
+            raise ModelError(f"{path}: metadata key {key} is {v.describe()}, llama.cpp needs {want}")
+
+
+def check_model_metadata(path: str | os.PathLike) -> dict[str, Value]:
+    """The metadata of a model GGUF, after checking what llama.cpp would abort on."""
+    meta = read_metadata(path)
+    check_types(path, meta, MODEL_KEYS)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    for key in _PER_TOKEN:
+        v = meta.get(key)
+        # llama.cpp reads one entry per token from these arrays, past the end if shorter.
+        if v is not None and tokens is not None and v.length < tokens.length:
+            raise ModelError(f"{path}: metadata key {key} has {v.length} entries for "
+                             f"{tokens.length} tokens: a corrupt tokenizer")
+    return meta
+
+
+def check_adapter_metadata(path: str | os.PathLike) -> dict[str, Value]:
+    meta = read_metadata(path)
+    check_types(path, meta, ADAPTER_KEYS)
+    return meta
