@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cai_tools.constitution import load_constitution  # noqa: E402
-from cai_tools.critique import critique  # noqa: E402
+from cai_tools.sl.critique import critique  # noqa: E402
 from cai_tools.engines.base import SamplingParams  # noqa: E402
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
-from cai_tools.generate import generate  # noqa: E402
+from cai_tools.sl.generate import generate  # noqa: E402
 from cai_tools.records import record_seed  # noqa: E402
-from cai_tools.revise import revise  # noqa: E402
-from cai_tools.sl_prompts import clean_revision, critique_chat, revision_chat  # noqa: E402
-from cai_tools.step_common import Sampling  # noqa: E402
+from cai_tools.sl.revise import revise  # noqa: E402
+from cai_tools.sl.prompts import clean_revision, critique_chat, revision_chat  # noqa: E402
+from cai_tools.sl.sampling import Sampling  # noqa: E402
 
 MODEL = str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
 THREADS = os.cpu_count()

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cai_tools.engines.openai_http_engine import OpenAIHttpEngine  # noqa: E402
-from cai_tools.generate import generate  # noqa: E402
-from cai_tools.step_common import Sampling  # noqa: E402
+from cai_tools.sl.generate import generate  # noqa: E402
+from cai_tools.sl.sampling import Sampling  # noqa: E402
 
 
 def start_server(model: str) -> tuple[subprocess.Popen, str]:

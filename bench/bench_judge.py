@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from cai_tools.constitution import load_constitution  # noqa: E402
 from cai_tools.engines.fake_engine import FakeEngine  # noqa: E402
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
-from cai_tools.judge import JudgeSettings, judge  # noqa: E402
+from cai_tools.sl.judge import JudgeSettings, judge  # noqa: E402
 
 MODEL = str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
 DATA = ROOT / "bench" / "data" / "judge_pairs.jsonl"

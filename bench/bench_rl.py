@@ -33,7 +33,7 @@ CAI = [sys.executable, "-m", "cai_tools.cli.main"]
 
 def reward_trainer_arm(steps: int, out: str) -> None:
     """The PM baseline, in its own process: TRL's RewardTrainer with hard labels."""
-    from cai_tools.hf_models import quiet_libraries
+    from cai_tools.train.hf_models import quiet_libraries
 
     quiet_libraries()
     import time
@@ -43,8 +43,8 @@ def reward_trainer_arm(steps: int, out: str) -> None:
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from cai_tools.hf_models import load_reward_model, load_tokenizer, targets_for
-    from cai_tools.preferences import load_preferences
+    from cai_tools.train.hf_models import load_reward_model, load_tokenizer, targets_for
+    from cai_tools.train.preferences import load_preferences
 
     pairs, _ = load_preferences([PAIRS], eval_fraction=0.0, seed=0)
     data = Dataset.from_list([{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:]}

@@ -43,15 +43,15 @@ def child(argv: list[str]) -> tuple[float, float]:
 
 def trainer_arm(steps: int, out: str) -> None:
     """The baseline, run in its own process: transformers.Trainer on the same examples."""
-    from cai_tools.hf_models import quiet_libraries
+    from cai_tools.train.hf_models import quiet_libraries
 
     quiet_libraries()
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from cai_tools.hf_models import load_causal_lm, load_tokenizer, targets_for
-    from cai_tools.sft_data import IGNORE, load_examples, tokenize_example
+    from cai_tools.train.hf_models import load_causal_lm, load_tokenizer, targets_for
+    from cai_tools.train.sft_data import IGNORE, load_examples, tokenize_example
 
     tok = load_tokenizer(MODEL)
     examples = load_examples([DATA], all_rounds=True, mix=[f"{MIX}:1"], seed=0)

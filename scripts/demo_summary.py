@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from cai_tools.eval_report import headline_table
+from cai_tools.eval.report import headline_table
 
 demo = Path(sys.argv[1])
 out = sys.stderr

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cai_tools.eval_stats import ELO_SCALE, elo_intervals, elo_ratings, win_rates
+from cai_tools.eval.stats import ELO_SCALE, elo_intervals, elo_ratings, win_rates
 
 
 def test_win_rates_are_soft_and_complementary():

@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cai_tools.cli.common import Console
-from cai_tools.cli.engine_options import open_engine
+from cai_tools.cli.running import Console
+from cai_tools.engines import EngineOptions, open_engine
 from cai_tools.engines.base import Generation, ItemError, SamplingParams
 from cai_tools.engines.openai_http_engine import OpenAIHttpEngine, option_logprobs
 from cai_tools.errors import CaiError, UsageError
@@ -370,22 +371,34 @@ def test_choice_logprobs_through_the_server(api):
 
 
 def test_open_engine_with_a_url_or_a_server_option(api, capsys):
-    console = Console("generate")
-    opts = dict(ctx=2048, n_gpu_layers=None, threads=None, chat_format=None, parallel=5)
-    engine = open_engine(api.url + "/v1", console, **opts)
+    note = Console("generate").note
+    opts = EngineOptions(ctx=2048, parallel=5)
+    engine = open_engine(replace(opts, model=api.url + "/v1"), note)
     assert isinstance(engine, OpenAIHttpEngine)
     assert (engine.model_name, engine.parallel, engine.base_url) == ("served-model", 5, api.url + "/v1")
     engine.close()
-    engine = open_engine("other-model", console, server=api.url, **opts)
+    engine = open_engine(replace(opts, model="other-model", server=api.url), note)
     assert engine.model_name == "other-model" and len(api.gets) == 1
     engine.close()
     err = capsys.readouterr().err
     assert f"cai generate: using server {api.url}/v1, model served-model (discovered)" in err
     assert f"using server {api.url}/v1, model other-model, --parallel 5" in err
     with pytest.raises(UsageError):
-        open_engine("m", console, server="ftp://example.org", **opts)
+        open_engine(replace(opts, model="m", server="ftp://example.org"), note)
     with pytest.raises(UsageError):
-        open_engine(api.url, console, server=api.url, **opts)
+        open_engine(replace(opts, model=api.url, server=api.url), note)
+
+
+def test_registered_engines_open_by_name():
+    from cai_tools.engines import register_engine
+    from cai_tools.engines.fake_engine import FakeEngine
+
+    scripted = FakeEngine(responder=lambda chat, params: "scripted")
+    register_engine("scripted-test", lambda options: scripted)
+    assert open_engine(EngineOptions(model="scripted-test")) is scripted
+    assert isinstance(open_engine(EngineOptions(model="fake")), FakeEngine)
+    with pytest.raises(UsageError, match="--lora needs a real GGUF"):
+        open_engine(EngineOptions(model="fake", lora="x.gguf"))
 
 
 # ---------------------------------------------------------------- a real llama_cpp.server
@@ -475,7 +488,7 @@ def test_real_server_cli_generate(llama_server):
 
 def test_a_server_going_away_mid_run_keeps_written_records_whole(api):
     """Records before the failure are emitted complete; the step then stops with CaiError."""
-    from cai_tools.generate import generate
+    from cai_tools.sl.generate import generate
 
     api.answer = lambda body, headers: (503, {"error": {"message": "gone"}}) \
         if len(api.posts) > 4 else echo_answer(body, headers)

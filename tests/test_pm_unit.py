@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cai_tools.build_pm import calibration_report, soft_bt_loss
+from cai_tools.train.pm import calibration_report, soft_bt_loss
 from cai_tools.errors import InputError, RecordError
-from cai_tools.preferences import load_preferences, preference_of
+from cai_tools.train.preferences import load_preferences, preference_of
 
 
 def test_soft_loss_is_the_hard_loss_at_the_ends():

@@ -8,7 +8,7 @@ import pytest
 
 from cai_tools.engines.base import Generation, ItemError, SamplingParams
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
-from cai_tools.sl_prompts import critique_chat
+from cai_tools.sl.prompts import critique_chat
 
 pytestmark = pytest.mark.model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
-from cai_tools.judge import JudgeSettings, judge
+from cai_tools.sl.judge import JudgeSettings, judge
 from conftest import jsonl, parse_jsonl, run_cai
 
 pytestmark = pytest.mark.model

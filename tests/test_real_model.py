@@ -6,9 +6,9 @@ import pytest
 
 from cai_tools.engines.base import ItemError, SamplingParams
 from cai_tools.errors import ModelError
-from cai_tools.generate import generate
-from cai_tools.revise import revise
-from cai_tools.step_common import Sampling
+from cai_tools.sl.generate import generate
+from cai_tools.sl.revise import revise
+from cai_tools.sl.sampling import Sampling
 from conftest import jsonl, parse_jsonl, run_cai
 
 pytestmark = pytest.mark.model

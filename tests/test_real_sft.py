@@ -96,7 +96,7 @@ def peft_logits(run, model_path):
     import torch
     from peft import PeftModel
 
-    from cai_tools.hf_models import load_causal_lm, load_tokenizer
+    from cai_tools.train.hf_models import load_causal_lm, load_tokenizer
 
     tokens = load_tokenizer(str(model_path))(HELD_OUT)["input_ids"]
     model = PeftModel.from_pretrained(load_causal_lm(str(model_path), torch.float32), str(run))

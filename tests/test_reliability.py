@@ -156,7 +156,7 @@ def test_native_output_on_fd_1_never_reaches_the_records():
     on stderr and stdout holds only what Python writes as records."""
     code = textwrap.dedent("""
         import os, sys
-        from cai_tools.cli.common import isolate_stdout, stdout_bytes
+        from cai_tools.cli.running import isolate_stdout, stdout_bytes
         isolate_stdout()
         os.write(1, b"ggml backtrace noise\\n")
         stdout_bytes().write(b'{"id": "r"}\\n')
@@ -233,7 +233,7 @@ def test_the_hub_offline_switch_is_set_by_cai_itself(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           env=_guarded_env(tmp_path), cwd=ROOT)
     assert done.stdout.split() == [b"True", b"1"], done.stderr
-    from cai_tools.hf_models import hub_offline
+    from cai_tools.train.hf_models import hub_offline
 
     import huggingface_hub.constants
     hub_offline()
@@ -258,7 +258,7 @@ def test_pickle_weights_are_refused(tmp_path):
 
 
 def test_corrupt_run_files_name_the_file(tmp_path):
-    from cai_tools.run_files import checkpoint_step, load_safetensors
+    from cai_tools.train.runs import checkpoint_step, load_safetensors
 
     pm = _run_folder(tmp_path / "pm", "SEQ_CLS")
     (pm / "cai_run.json").write_text('{"base": ')

@@ -25,7 +25,7 @@ def _adapter(folder, r, alpha, rng, modules):
 def test_folded_adapter_is_the_sum_of_both_updates(tmp_path):
     from safetensors.numpy import load_file
 
-    from cai_tools.rl_policy import save_folded_adapter
+    from cai_tools.train.rl_policy import save_folded_adapter
 
     rng = np.random.default_rng(0)
     sft = _adapter(tmp_path / "sft", 2, 4, rng, ["q_proj", "v_proj"])
@@ -49,7 +49,7 @@ def test_folded_adapter_is_the_sum_of_both_updates(tmp_path):
 def test_gae_with_lambda_one_is_reward_to_go_minus_value():
     import torch
 
-    from cai_tools.rl_ppo import _gae
+    from cai_tools.train.rl_ppo import _gae
 
     rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
     values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
@@ -64,7 +64,7 @@ def test_gae_with_lambda_one_is_reward_to_go_minus_value():
 def test_response_mask_stops_after_the_first_end_token():
     import torch
 
-    from cai_tools.rl_ppo import _response_mask
+    from cai_tools.train.rl_ppo import _response_mask
 
     response = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9]])
     assert _response_mask(response, eos_id=2, pad_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
@@ -74,7 +74,7 @@ def test_response_mask_stops_after_the_first_end_token():
                                            ({"algo": "a2c"}, "--algo")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
-    from cai_tools.rl_ppo import RLConfig
+    from cai_tools.train.rl_ppo import RLConfig
 
     values = {"policy": "m.gguf", "out": "r", "pm": "pm", "prompts": ["p.jsonl"], **missing}
     with pytest.raises(UsageError, match=says):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from cai_tools.errors import InputError, RecordError, UsageError
-from cai_tools.export import _lora_pairs, permute_rows
-from cai_tools.lora_training import _lr
-from cai_tools.sft import SFTConfig
-from cai_tools.sft_data import cai_examples, load_examples, mix_examples, parse_mix
+from cai_tools.train.export import _lora_pairs, permute_rows
+from cai_tools.train.lora import _lr
+from cai_tools.train.sft import SFTConfig
+from cai_tools.train.sft_data import cai_examples, load_examples, mix_examples, parse_mix
 
 RECORD = {"id": "r", "prompt": "Q?", "response": "final",
           "history": [{"round": 1, "revision": "first"}, {"round": 2, "revision": "final"}]}

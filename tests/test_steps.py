@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from cai_tools.critique import critique
+from cai_tools.sl.critique import critique
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import ConstitutionError, RecordError
-from cai_tools.generate import generate
-from cai_tools.hf_format import HF_COLUMNS, format_hf
+from cai_tools.sl.generate import generate
+from cai_tools.sl.hf_format import HF_COLUMNS, format_hf
 from cai_tools.records import SourceRecord
-from cai_tools.revise import revise
-from cai_tools.sl_prompts import clean_revision, critique_is_clean, few_shot_turns
-from cai_tools.step_common import Sampling
+from cai_tools.sl.revise import revise
+from cai_tools.sl.prompts import clean_revision, critique_is_clean, few_shot_turns
+from cai_tools.sl.sampling import Sampling
 
 PROMPTS = [{"prompt": f"question {i}", "user_meta": {"n": i}} for i in range(6)]
 

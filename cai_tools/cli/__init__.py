@@ -2,7 +2,7 @@
 
 import os
 
-from ..hf_models import hub_offline
+from ..train.hf_models import hub_offline
 
 # Offline unless the user names a server: transformers and PEFT would otherwise take a
 # local path they cannot use for a Hub repo id and try to download it.

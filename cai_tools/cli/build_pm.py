@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import cli_errors
+from .running import cli_errors
 from .training_options import TrainingRun, training_step
 
 
@@ -21,7 +21,7 @@ def build_pm(
 ) -> None:
     """Train a preference model (LoRA + score head) on soft preference labels."""
     with cli_errors("build-pm", run.options["debug"]):
-        from ..build_pm import PMConfig, train_pm
+        from ..train.pm import PMConfig, train_pm
 
         cfg = run.config(PMConfig, data=data, eval_fraction=eval_fraction)
         with run.progress() as progress:

@@ -10,7 +10,8 @@ import typer
 
 from ..constitution import load_constitution
 from ..constitution_import import import_constitution
-from .common import DebugOpt, cli_errors
+from .options import DebugOpt
+from .running import cli_errors
 
 app = typer.Typer(help="Check, display and import constitutions.", no_args_is_help=True)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .. import critique as critique_step
+from ..sl import critique as critique_step
 from ..constitution import load_constitution
-from .common import Console, ConstitutionOpt, InputArg, PrincipleOpt, cli_errors, run_records
+from .options import ConstitutionOpt, InputArg, PrincipleOpt
+from .running import Console, cli_errors, run_records
 from .step_options import StepOptions, generating_step
 
 

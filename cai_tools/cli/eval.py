@@ -10,10 +10,10 @@ import typer
 
 from ..errors import UsageError
 from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
-from ..run_files import check_run_folder
-from .common import (Console, CtxOpt, DebugOpt, GpuLayersOpt, MaxTokensOpt, ParallelOpt, Progress,
-                     QuietOpt, SeedOpt, TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt, check_positive,
-                     cli_errors)
+from ..train.runs import check_run_folder
+from .options import (CtxOpt, DebugOpt, GpuLayersOpt, MaxTokensOpt, ParallelOpt, QuietOpt, SeedOpt,
+                      TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt)
+from .running import Console, Progress, check_positive, cli_errors
 
 DATA_DIR = PROJECT_ROOT / "data"
 
@@ -61,11 +61,11 @@ def eval_(
     console = Console("eval", quiet)
     with cli_errors("eval", debug):
         from ..constitution import load_constitution
-        from ..eval_report import headline_table, write_report
-        from ..evaluate import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
+        from ..eval.report import headline_table, write_report
+        from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
                                 revision_round_conversations, run_eval)
-        from ..step_common import Sampling
-        from .engine_options import open_engine
+        from ..sl.sampling import Sampling
+        from ..engines import EngineOptions, open_engine
 
         specs = [ModelSpec.parse(m) for m in model]
         check_models(specs)
@@ -100,12 +100,14 @@ def eval_(
             finally:
                 progress.finish(done)
 
+        engine_options = EngineOptions(ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
+                                       parallel=parallel)
+
         def engine(model_path, lora=None):
-            return open_engine(model_path, console, ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                               chat_format=None, parallel=parallel, lora=lora)
+            return open_engine(engine_options.with_model(model_path, lora), note=console.note)
 
         def reward_model():
-            from ..score import RewardModel
+            from ..train.score import RewardModel
 
             console.note(f"scoring every answer with the preference model {pm}")
             return RewardModel(pm)
@@ -122,8 +124,10 @@ def eval_(
 def _checked_model(model: str | None, lora: str | None = None, *, announce=lambda _msg: None,
                    option: str = "--model") -> str | None:
     """The model file to open (the default one when None), checked along with its adapter;
-    the test engine and server URLs pass through (a server owns its model)."""
-    if model == "fake" or (model or "").startswith(("http://", "https://")):
+    registered engines (the test engine) and server URLs pass through (a server owns its model)."""
+    from ..engines.registry import registered
+
+    if registered(model) or (model or "").startswith(("http://", "https://")):
         return model
     path = str(check_gguf_file(resolve_model(model, announce=announce, option=option)))
     if lora:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import Console, DebugOpt, QuietOpt, cli_errors
+from .options import DebugOpt, QuietOpt
+from .running import Console, cli_errors
 
 
 def export(
@@ -22,7 +23,7 @@ def export(
     """Write a LoRA adapter GGUF for llama.cpp (use it with --lora), or a merged model GGUF."""
     console = Console("export", quiet)
     with cli_errors("export", debug):
-        from ..export import export_lora, export_merged
+        from ..train.export import export_lora, export_merged
 
         start = time.perf_counter()
         if merged:

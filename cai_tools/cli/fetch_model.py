@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from ..model_files import default_model_path, fetch_default_model
-from .common import DebugOpt, cli_errors
+from .options import DebugOpt
+from .running import cli_errors
 
 
 def fetch_model(

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..hf_format import format_hf
-from .common import (Console, DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt, cli_errors,
-                     run_records)
+from ..sl.hf_format import format_hf
+from .options import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt
+from .running import Console, cli_errors, run_records
 
 
 class Target(str, Enum):

@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import generate as generate_step
-from .common import Console, InputArg, check_positive, cli_errors, run_records
+from ..sl import generate as generate_step
+from .options import InputArg
+from .running import Console, check_positive, cli_errors, run_records
 from .step_options import StepOptions, generating_step
 
 

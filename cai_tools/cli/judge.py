@@ -9,8 +9,9 @@ import typer
 
 from ..constitution import load_constitution
 from ..errors import UsageError
-from ..judge import JudgeSettings, comparison_ids, judge as judge_step
-from .common import Console, ConstitutionOpt, InputArg, cli_errors, run_records
+from ..sl.judge import JudgeSettings, comparison_ids, judge as judge_step
+from .options import ConstitutionOpt, InputArg
+from .running import Console, cli_errors, run_records
 from .step_options import StepOptions, generating_step
 
 

@@ -6,7 +6,7 @@ import typer
 
 from .constitution import app as constitution_app
 from .build_pm import build_pm
-from .common import isolate_stdout
+from .running import isolate_stdout
 from .critique import critique
 from .eval import eval_
 from .export import export

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..pairs import pairs_from_revisions
-from .common import (DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt, cli_errors,
-                     run_records)
+from ..sl.pairs import pairs_from_revisions
+from .options import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt
+from .running import cli_errors, run_records
 
 
 def pairs(

@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import revise as revise_step
+from ..sl import revise as revise_step
 from ..constitution import load_constitution
-from .common import (Console, ConstitutionOpt, InputArg, PrincipleOpt, check_positive, cli_errors,
-                     run_records)
+from .options import ConstitutionOpt, InputArg, PrincipleOpt
+from .running import Console, check_positive, cli_errors, run_records
 from .step_options import StepOptions, generating_step
 
 

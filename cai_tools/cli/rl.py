@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import cli_errors
+from .running import cli_errors
 from .training_options import TrainingRun, training_step
 
 
@@ -35,7 +35,7 @@ def rl(
 ) -> None:
     """Optimize the policy against the preference model with a KL penalty (RL-CAI)."""
     with cli_errors("rl", run.options["debug"]):
-        from ..rl_ppo import RLConfig
+        from ..train.rl_ppo import RLConfig
 
         cfg = run.config(RLConfig, policy=policy, base=policy or run.options["base"], pm=pm,
                          prompts=prompts, data=data, algo=algo, max_new_tokens=max_new_tokens,
@@ -43,11 +43,11 @@ def rl(
                          num_generations=num_generations, dpo_beta=dpo_beta, min_label=min_label)
         with run.progress() as progress:
             if cfg.algo == "ppo":
-                from ..rl_ppo import train_ppo
+                from ..train.rl_ppo import train_ppo
 
                 summary = train_ppo(cfg, resume=run.resume, on_step=progress.update, on_note=run.console.note)
             else:
-                from ..rl_trl import train_with_trl
+                from ..train.rl_trl import train_with_trl
 
                 summary = train_with_trl(cfg, resume=run.resume, on_step=progress.update,
                                          on_note=run.console.note)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, check_positive, cli_errors, run_records
+from .options import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt
+from .running import check_positive, cli_errors, run_records
 
 PmOpt = Annotated[str, typer.Option("--pm", help="A 'cai build-pm' run folder.")]
 BatchOpt = Annotated[int, typer.Option(help="Conversations per forward pass.")]
@@ -52,7 +53,7 @@ def best_of_n(
 
 def _run(step, input, pm, pick, batch_size, max_length, device, on_error, quiet, debug) -> None:
     with cli_errors(step, debug):
-        from ..score import RewardModel, score as score_records
+        from ..train.score import RewardModel, score as score_records
 
         check_positive("--batch-size", batch_size)
         model = RewardModel(pm, max_length=max_length, device=device)

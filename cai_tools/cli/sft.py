@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import cli_errors
+from .running import cli_errors
 from .training_options import TrainingRun, training_step
 
 
@@ -24,7 +24,7 @@ def sft(
 ) -> None:
     """Fine-tune LoRA adapters on prompt → revision (SL-CAI); writes the adapter to --out."""
     with cli_errors("sft", run.options["debug"]):
-        from ..sft import SFTConfig, train
+        from ..train.sft import SFTConfig, train
 
         cfg = run.config(SFTConfig, data=data, all_rounds=all_rounds, mix=mix)
         with run.progress() as progress:

@@ -17,11 +17,12 @@ from typing import Annotated, Iterator, List, Optional
 import typer
 
 from ..engines.base import Engine
-from ..step_common import Sampling
-from .common import (BatchOpt, ChatFormatOpt, Console, CtxOpt, DebugOpt, GpuLayersOpt,
-                     LoraOpt, LoraScaleOpt, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, ParallelOpt, PrefixCacheOpt,
-                     QuietOpt, ResumeOpt, SeedOpt, ServerOpt, TemperatureOpt, ThreadsOpt, TopKOpt,
-                     TopPOpt, check_positive)
+from ..sl.sampling import Sampling
+from .options import (BatchOpt, ChatFormatOpt, CtxOpt, DebugOpt, GpuLayersOpt, LoraOpt,
+                      LoraScaleOpt, MaxTokensOpt, ModelOpt, OnError, OnErrorOpt, ParallelOpt,
+                      PrefixCacheOpt, QuietOpt, ResumeOpt, SeedOpt, ServerOpt, TemperatureOpt,
+                      ThreadsOpt, TopKOpt, TopPOpt)
+from .running import Console, check_positive
 
 
 @dataclass
@@ -60,7 +61,7 @@ class StepOptions:
     @contextmanager
     def engines(self, console: Console) -> Iterator[list[Engine]]:
         """One engine per --model (a step that takes several, like judge), all closed after."""
-        from .engine_options import open_engine
+        from ..engines import EngineOptions, open_engine
 
         check_positive("--batch-size", self.batch_size)
         check_positive("--parallel", self.parallel)
@@ -69,11 +70,11 @@ class StepOptions:
         opened: list[Engine] = []
         try:
             for model in models or [None]:
-                opened.append(open_engine(
-                    model, console, ctx=self.ctx, n_gpu_layers=self.n_gpu_layers,
-                    threads=self.threads, chat_format=self.chat_format, parallel=self.parallel,
-                    server=self.server, prefix_cache=self.prefix_cache, lora=self.lora,
-                    lora_scale=self.lora_scale))
+                opened.append(open_engine(EngineOptions(
+                    model=model, server=self.server, lora=self.lora, lora_scale=self.lora_scale,
+                    ctx=self.ctx, n_gpu_layers=self.n_gpu_layers, threads=self.threads,
+                    parallel=self.parallel, prefix_cache=self.prefix_cache,
+                    chat_format=self.chat_format), note=console.note))
             yield opened
         finally:
             for engine in opened:

@@ -16,7 +16,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import Console, DebugOpt, QuietOpt
+from .options import DebugOpt, QuietOpt
+from .running import Console
 
 _SHARED = {
     "base": (Annotated[Optional[str], typer.Option(
@@ -94,7 +95,7 @@ def training_step(step: str):
 
         @functools.wraps(fn)
         def command(**kwargs):
-            from ..hf_models import quiet_libraries
+            from ..train.hf_models import quiet_libraries
 
             quiet_libraries()  # before torch/transformers load tqdm and their loggers
             options = {name: kwargs.pop(name) for name in _SHARED}
@@ -135,7 +136,8 @@ class _Progress:
     def _start(self) -> None:
         # Started at the first step, so the loading notes and any error come out plainly.
         from rich.console import Console as RichConsole
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
 
         self.bar = Progress(TextColumn(f"cai {self.step}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 # LoRA targets per architecture (HF module names); the attention and MLP projections.
 DEFAULT_TARGETS = {
@@ -52,12 +52,12 @@ def hub_offline() -> None:
 def base_kind(base: str) -> str:
     path = Path(base)
     if path.is_file():
-        from .model_files import check_gguf_file
+        from ..model_files import check_gguf_file
 
         check_gguf_file(base)
         return "gguf"
     if path.is_dir() and (path / "config.json").is_file():
-        from .run_files import check_hf_model_folder
+        from .runs import check_hf_model_folder
 
         check_hf_model_folder(path)
         return "hf"

@@ -20,15 +20,15 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError, UsageError
+from ..errors import InputError, UsageError
 from .rl_ppo import RLConfig, load_prompts
-from .run_files import check_adapter_folder
+from .runs import check_adapter_folder
 
 
 def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
                    on_note: Callable[[str], None] = lambda message: None) -> dict:
     from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries, targets_for
-    from .lora_training import latest_checkpoint
+    from .lora import latest_checkpoint
     from .rl_policy import load_policy, policy_source, save_folded_adapter
 
     quiet_libraries()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluate import PROMPT_SETS
+from .run import PROMPT_SETS
 
 FIG_ELO = "harmless_vs_helpful.png"
 FIG_ROUNDS = "pm_by_revision_round.png"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .conversation import prompt_messages
-from .errors import RecordError
-from .records import add_provenance, content_id, copy_record, process_in_batches, require_text, where
+from ..conversation import prompt_messages
+from ..errors import RecordError
+from ..records import (add_provenance, content_id, copy_record, process_in_batches, require_text,
+                       where)
 
 
 def pairs_from_revisions(records: Iterable[dict], *, on_error: str = "fail") -> Iterator[dict]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 from typing import Iterable, Iterator
 
-from .constitution import Constitution
-from .conversation import prompt_messages
-from .engines.base import Engine
-from .errors import RecordError
-from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed, require_text, where
-from .sl_prompts import clean_critique, critique_chat, critique_is_clean
-from .step_common import Sampling, generate_for
+from ..constitution import Constitution
+from ..conversation import prompt_messages
+from ..engines.base import Engine
+from ..errors import RecordError
+from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
+                       require_text, where)
+from .prompts import clean_critique, critique_chat, critique_is_clean
+from .sampling import Sampling, generate_for
 
 
 def history_of(record: dict) -> list[dict]:

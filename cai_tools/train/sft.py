@@ -2,7 +2,7 @@
 
 The examples (``sft_data``) are chats whose last assistant turn is the target; the loss is
 the cross-entropy of those reply tokens only, averaged over a step's reply tokens. The loop,
-checkpoints and run folder are ``lora_training``'s.
+checkpoints and run folder are ``train.lora``'s.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import UsageError
+from ..errors import UsageError
 from .hf_models import load_causal_lm, load_tokenizer
-from .lora_training import Task, TrainingConfig, prepare_run, run_training
+from .lora import Task, TrainingConfig, prepare_run, run_training
 from .sft_data import IGNORE, load_examples, tokenize_example
 
 

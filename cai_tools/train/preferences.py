@@ -17,9 +17,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from .conversation import ROLES
-from .errors import InputError, RecordError
-from .records import error_of, read_records, where
+from ..conversation import ROLES
+from ..errors import InputError, RecordError
+from ..records import error_of, read_records, where
 from .sft_data import parse_mix
 
 

@@ -9,7 +9,7 @@ of the paper plots harmlessness Elo against helpfulness Elo). A preference model
 given, scores every answer, and every revision round of SL-CAI data (Fig. 5). Evasiveness is
 the share of refusals on the helpfulness prompts: CAI claims harmless *without* evasive.
 
-This module computes; ``eval_report`` draws and writes. Engines are opened by the caller
+This module computes; ``eval.report`` draws and writes. Engines are opened by the caller
 (one at a time: only one model needs to be in memory).
 """
 
@@ -27,15 +27,15 @@ from typing import Callable, Iterable, Sequence
 
 import orjson
 
-from .constitution import Constitution
-from .conversation import prompt_messages
-from .engines.base import Engine
-from .errors import InputError, UsageError
-from .eval_stats import elo_intervals, elo_ratings, is_refusal, win_rates
-from .generate import generate
-from .judge import JudgeSettings, judge
-from .records import cut_incomplete_last_line, error_of, read_records, where
-from .step_common import Sampling
+from ..constitution import Constitution
+from ..conversation import prompt_messages
+from ..engines.base import Engine
+from ..errors import InputError, UsageError
+from .stats import elo_intervals, elo_ratings, is_refusal, win_rates
+from ..sl.generate import generate
+from ..sl.judge import JudgeSettings, judge
+from ..records import cut_incomplete_last_line, error_of, read_records, where
+from ..sl.sampling import Sampling
 
 PROMPT_SETS = ("harmless", "helpful")   # red-team prompts, ordinary requests
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

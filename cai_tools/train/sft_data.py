@@ -13,9 +13,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conversation import ROLES, prompt_messages
-from .errors import InputError, RecordError, UsageError
-from .records import error_of, read_records, where
+from ..conversation import ROLES, prompt_messages
+from ..errors import InputError, RecordError, UsageError
+from ..records import error_of, read_records, where
 
 IGNORE = -100  # label id the loss skips (PyTorch's cross-entropy default)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .conversation import prompt_messages
-from .errors import InputError, RecordError
-from .run_files import check_run_folder
-from .records import add_provenance, copy_record, process_in_batches, where
+from ..conversation import prompt_messages
+from ..errors import InputError, RecordError
+from .runs import check_run_folder
+from ..records import add_provenance, copy_record, process_in_batches, where
 from .preferences import preference_of
 
 
@@ -25,7 +25,8 @@ class RewardModel:
     """A ``cai build-pm`` run loaded for scoring (base + LoRA + score head)."""
 
     def __init__(self, run: str, *, max_length: int = 1024, device: str = "auto"):
-        from .hf_models import load_reward_model, load_tokenizer, pick_device_and_dtype, quiet_libraries
+        from .hf_models import (load_reward_model, load_tokenizer, pick_device_and_dtype,
+                                quiet_libraries)
 
         quiet_libraries()
         self.run = Path(run)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .constitution import Constitution
-from .conversation import prompt_messages
+from ..constitution import Constitution
+from ..conversation import prompt_messages
 from .critique import critique_batch, history_of
-from .engines.base import Engine
-from .errors import RecordError
-from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed, require_text, where
-from .sl_prompts import clean_revision, revision_chat
-from .step_common import Sampling, generate_for
+from ..engines.base import Engine
+from ..errors import RecordError
+from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
+                       require_text, where)
+from .prompts import clean_revision, revision_chat
+from .sampling import Sampling, generate_for
 
 
 def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, *, seed: int,

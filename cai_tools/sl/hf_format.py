@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
-from .conversation import prompt_messages
-from .errors import RecordError
-from .records import content_id, error_of, require_text, where
+from ..conversation import prompt_messages
+from ..errors import RecordError
+from ..records import content_id, error_of, require_text, where
 
 HF_COLUMNS = ("id", "init_prompt", "init_response", "critic_prompt", "critic_response",
               "revision_prompt", "revision_response", "prompt", "messages", "chosen", "rejected")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engines.base import Engine, Generation, ItemError, SamplingParams
-from .errors import RecordError
-from .records import where
+from ..engines.base import Engine, Generation, ItemError, SamplingParams
+from ..errors import RecordError
+from ..records import where
 
 
 @dataclass(frozen=True)

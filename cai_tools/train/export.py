@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError, UsageError
-from .run_files import check_adapter_folder, check_run_folder, load_safetensors
+from ..errors import InputError, ModelError, UsageError
+from .runs import check_adapter_folder, check_run_folder, load_safetensors
 
 PERMUTED_ARCHS = {"llama"}       # archs whose q/k rows llama.cpp's converter permutes
 MERGED_TYPES = ("f32", "f16", "q8_0")

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 # Weights in these files are Python pickles: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import InputError
-from .run_files import check_adapter_folder, check_run_folder, load_safetensors
+from ..errors import InputError
+from .runs import check_adapter_folder, check_run_folder, load_safetensors
 
 
 def policy_source(policy: str) -> tuple[str, Path | None]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import UsageError
+from ..errors import UsageError
 from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
-from .lora_training import Task, TrainingConfig, prepare_run, run_training
+from .lora import Task, TrainingConfig, prepare_run, run_training
 from .preferences import Preference, load_preferences
 
 ECE_BINS = 10

@@ -20,12 +20,12 @@ from typing import Callable
 
 import yaml
 
-from .conversation import prompt_messages
-from .errors import InputError, UsageError
-from .lora_training import (TrainingConfig, _load_optimizer, _save_checkpoint, _truncate_log,
+from ..conversation import prompt_messages
+from ..errors import InputError, UsageError
+from .lora import (TrainingConfig, _load_optimizer, _save_checkpoint, _truncate_log,
                             latest_checkpoint)
-from .records import error_of, read_records
-from .run_files import checkpoint_step, load_safetensors
+from ..records import error_of, read_records
+from .runs import checkpoint_step, load_safetensors
 
 ALGOS = ("ppo", "rloo", "grpo", "dpo")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .conversation import prompt_messages, with_system
-from .engines.base import Engine
-from .errors import RecordError
-from .records import add_provenance, copy_record, content_id, process_in_batches, record_seed
-from .step_common import Sampling, generate_for
+from ..conversation import prompt_messages, with_system
+from ..engines.base import Engine
+from ..errors import RecordError
+from ..records import add_provenance, copy_record, content_id, process_in_batches, record_seed
+from .sampling import Sampling, generate_for
 
 
 def generate(records: Iterable[dict], engine: Engine, *, n: int = 1, sampling: Sampling = Sampling(),

@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import InputError, UsageError
-from .run_files import checkpoint_step, load_safetensors
+from ..errors import InputError, UsageError
+from .runs import checkpoint_step, load_safetensors
 from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries, targets_for
 
 

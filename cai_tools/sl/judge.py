@@ -17,12 +17,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
-from .constitution import Constitution, JudgePrinciple
-from .conversation import prompt_messages
-from .engines.base import Engine, Generation, ItemError
-from .errors import ConstitutionError, RecordError
-from .records import add_provenance, content_id, copy_record, process_in_batches, record_seed, where
-from .step_common import Sampling
+from ..constitution import Constitution, JudgePrinciple
+from ..conversation import prompt_messages
+from ..engines.base import Engine, Generation, ItemError
+from ..errors import ConstitutionError, RecordError
+from ..records import (add_provenance, content_id, copy_record, process_in_batches, record_seed,
+                       where)
+from .sampling import Sampling
 
 CUE = "The answer is:"
 OPTIONS = (" (A)", " (B)")

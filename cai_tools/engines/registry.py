@@ -1,0 +1,103 @@
+"""Opening an engine: one call from a model spec and its options to a ready engine.
+
+``open_engine(EngineOptions(...), note=...)`` looks the model up in a small registry of named
+engines first (the built-in ``fake`` test engine; tests and plugins may register more),
+then treats an http(s):// model (or ``server``) as an OpenAI-compatible server, and anything
+else as a GGUF file for llama.cpp (the bundled default model when none is named).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from .base import Engine
+from ..errors import UsageError
+
+_URL_SCHEMES = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which model to run and how; filled once by the CLI and passed whole to the engine."""
+
+    model: str | None = None            # GGUF path, server URL, registered name; None: default
+    server: str | None = None           # base URL of a server; ``model`` is then its model name
+    lora: str | None = None             # LoRA adapter GGUF for a local model
+    lora_scale: float = 1.0
+    ctx: int = 4096                     # context per sequence, in tokens
+    n_gpu_layers: int | None = None     # None: all when llama.cpp has a GPU backend
+    threads: int | None = None          # None: all cores
+    parallel: int = 8                   # sequences decoded at once / requests in flight
+    prefix_cache: str | None = None     # folder for the on-disk KV prefix cache
+    chat_format: str | None = None      # for a GGUF without a chat template
+
+    def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":
+        return dataclasses.replace(self, model=model, lora=lora)
+
+
+EngineFactory = Callable[[EngineOptions], Engine]
+_REGISTRY: dict[str, EngineFactory] = {}
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    """Make ``--model NAME`` open ``factory(options)``."""
+    _REGISTRY[name] = factory
+
+
+def registered(name: str | None) -> bool:
+    return name in _REGISTRY
+
+
+def _fake(options: EngineOptions) -> Engine:
+    from .fake_engine import FakeEngine
+
+    if options.lora is not None:
+        raise UsageError("--lora needs a real GGUF model, not the fake engine")
+    return FakeEngine()
+
+
+register_engine("fake", _fake)   # the deterministic test engine: no model, for tests and dry runs
+
+
+def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _msg: None) -> Engine:
+    """The engine ``options`` name; ``note`` gets one-line remarks for stderr."""
+    model, server = options.model, options.server
+    if model in _REGISTRY and server is None:
+        return _REGISTRY[model](options)
+    if server is None and model is not None and model.startswith(_URL_SCHEMES):
+        server, model = model, None
+    if server is not None:
+        if options.lora is not None:
+            raise UsageError("--lora applies to a local GGUF model; load the adapter in the "
+                             "server instead (llama-server --lora FILE)")
+        return _open_server(server, model, options, note)
+    from .llama_cpp_engine import LlamaCppEngine
+    from ..model_files import resolve_model
+
+    path = resolve_model(model, announce=note)
+    return LlamaCppEngine(path, n_ctx=options.ctx, n_gpu_layers=options.n_gpu_layers,
+                          n_threads=options.threads, chat_format=options.chat_format,
+                          n_parallel=options.parallel, prefix_cache=options.prefix_cache,
+                          lora=options.lora, lora_scale=options.lora_scale)
+
+
+def _open_server(server: str, model: str | None, options: EngineOptions,
+                 note: Callable[[str], None]) -> Engine:
+    from .openai_http_engine import OpenAIHttpEngine, split_credentials
+
+    if not server.startswith(_URL_SCHEMES):
+        raise UsageError(f"--server must be an http:// or https:// URL, not '{split_credentials(server)[0]}'")
+    if model is not None and model.startswith(_URL_SCHEMES):
+        raise UsageError("with --server, --model is the served model's name, not a URL")
+    # The server owns the model: its chat template and GPU placement are its business.
+    if options.chat_format is not None:
+        note("--chat-format is ignored with a server (it applies its own template)")
+    if options.n_gpu_layers is not None:
+        note("--n-gpu-layers is ignored with a server")
+    engine = OpenAIHttpEngine(server, model, parallel=options.parallel)
+    found = "" if model else " (discovered)"
+    note(f"using server {engine.base_url}, model {engine.model_name}{found}, "
+         f"--parallel {engine.parallel}")
+    return engine
