@@ -118,10 +118,6 @@ def test_on_error_skip_goes_on_past_unreadable_lines(step, chain, tmp_path):
     done = run_cai(step, *STEP_ARGS[step], "--on-error", "skip", path)
     assert done.returncode == 0, done.stderr
     records = parse_jsonl(done.stdout)
-    if step == "format":   # a dataset gets rows only: the bad lines are left out and counted
-        assert len(records) == 3 and b"left out 3 record(s)" in done.stderr
-        assert f"{path}:2: malformed JSON" in done.stderr.decode()
-        return
     errors = [r["_cai"]["error"]["message"] for r in records if "error" in r.get("_cai", {})]
     assert [e.split(": ", 1)[0] for e in errors] == [f"{path}:2", f"{path}:3", f"{path}:4"]
     assert "malformed JSON" in errors[0] and "UTF-8" in errors[1] and "JSON object" in errors[2]

@@ -245,7 +245,9 @@ def test_format_hf_requires_a_revision(fake_engine):
     answered = list(generate(PROMPTS[:1], fake_engine))
     with pytest.raises(RecordError, match="no completed critique/revision round"):
         list(format_hf(answered))
-    assert list(format_hf(answered, on_error="skip")) == []
+    (skipped,) = format_hf(answered, on_error="skip")   # passed on with the error, like every step
+    assert skipped["_cai"]["error"]["step"] == "format" and "no completed" in skipped["_cai"]["error"]["message"]
+    assert "messages" not in skipped or skipped["messages"] == answered[0].get("messages")
 
 
 def test_sampling_params_carry_the_options():

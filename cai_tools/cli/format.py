@@ -9,7 +9,7 @@ import typer
 
 from ..sl.hf_format import format_hf
 from .options import DebugOpt, InputArg, OnError, OnErrorOpt, QuietOpt, ResumeOpt
-from .running import Console, cli_errors, run_records
+from .running import cli_errors, run_records
 
 
 class Target(str, Enum):
@@ -28,10 +28,5 @@ def format_(
 ) -> None:
     """Convert SL-CAI records (after critique/revise) to the Hugging Face CAI dataset layout."""
     with cli_errors("format", debug):
-        skipped: list[str] = []
-        run_records("format", input, lambda recs: format_hf(recs, keep=keep, on_error=on_error.value,
-                                                            on_skip=skipped.append),
+        run_records("format", input, lambda recs: format_hf(recs, keep=keep, on_error=on_error.value),
                     resume=resume, quiet=quiet, on_error=on_error.value)
-        if skipped:
-            Console("format", quiet).note(f"left out {len(skipped)} record(s) with an error or no "
-                                          f"completed revision; the first: {skipped[0]}")

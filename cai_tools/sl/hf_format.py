@@ -8,11 +8,11 @@ last round), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chos
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from ..conversation import prompt_messages
 from ..errors import RecordError
-from ..records import content_id, error_of, require_text, where
+from ..records import content_id, error_of, require_text, where, with_error
 
 HF_COLUMNS = ("id", "init_prompt", "init_response", "critic_prompt", "critic_response",
               "revision_prompt", "revision_response", "prompt", "messages", "chosen", "rejected")
@@ -46,19 +46,18 @@ def to_hf(record: dict, *, keep: bool = False) -> dict:
     return row
 
 
-def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail",
-              on_skip: Callable[[str], None] = lambda why: None) -> Iterator[dict]:
-    """HF rows; a record that failed upstream or (with skip) cannot be converted is left
-    out, not written with an error (a dataset wants rows only), and reported to ``on_skip``."""
+def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail") -> Iterator[dict]:
+    """HF rows, one per record. As in every step, a record that failed upstream passes on
+    untouched and (with skip) one that cannot be converted is written with ``_cai.error``;
+    ``cai sft`` and TRL loaders skip such rows."""
     for rec in records:
-        error = error_of(rec)
-        if error is not None:
-            on_skip(error.get("message", "an earlier error"))  # nothing to train on
+        if error_of(rec) is not None:
+            yield rec
             continue
         try:
             yield to_hf(rec, keep=keep)
         except RecordError as exc:
             if on_error == "skip":
-                on_skip(str(exc))
+                yield with_error(rec, "format", str(exc))
                 continue
             raise
