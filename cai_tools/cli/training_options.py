@@ -16,6 +16,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..train.runs import CONFIG_FILE
 from .options import DebugOpt, QuietOpt
 from .running import Console
 
@@ -74,8 +75,8 @@ class TrainingRun:
         given = {k: v for k, v in opts.items() if k not in ("config", "resume", "quiet", "debug")}
         given.update(own)
         config, out = opts["config"], opts["out"]
-        if opts["resume"] and config is None and out and (Path(out) / "config.yaml").is_file():
-            config = str(Path(out) / "config.yaml")
+        if opts["resume"] and config is None and out and (Path(out) / CONFIG_FILE).is_file():
+            config = str(Path(out) / CONFIG_FILE)
         if not given.get("base") and not _base_in(config):
             given["base"] = resolve_model(None, announce=self.console.note, option="--base")
         return config_cls.from_sources(config, given)

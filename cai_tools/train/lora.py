@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,8 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import InputError, UsageError
-from .runs import checkpoint_step, load_safetensors
-from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries, targets_for
+from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries
+from .runs import RunFolder, peft_config
 
 
 @dataclass
@@ -100,25 +98,10 @@ class Task:
     denominator: Callable[[list[int]], float]    # a step's items -> what the loss is divided by
 
 
-CHECKPOINTS = "checkpoints"
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    steps = sorted((p for p in (run / CHECKPOINTS).glob("step-*") if (p / "state.json").is_file()),
-                   key=lambda p: int(p.name.split("-")[1]))
-    return steps[-1] if steps else None
-
-
 def prepare_run(cfg: TrainingConfig, resume: bool) -> Path | None:
-    """Check the run folder against --resume; the checkpoint to resume from, if any."""
+    """Check the run folder against --resume and the base model; the checkpoint to resume from."""
     quiet_libraries()
-    run = Path(cfg.out)
-    checkpoint = latest_checkpoint(run) if resume else None
-    if resume and checkpoint is None:
-        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
-    if not resume and (run / "log.jsonl").exists():
-        raise UsageError(f"{run} already holds a training run: pass --resume to continue it, "
-                         "or another --out")
+    checkpoint = RunFolder(cfg.out).start(resume)
     base_kind(cfg.base)
     return checkpoint
 
@@ -130,18 +113,15 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     on processes other than the main one)."""
     import torch
     from accelerate import Accelerator
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model
 
-    run = Path(cfg.out)
+    run = RunFolder(cfg.out)
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     accelerator = Accelerator(cpu=device == "cpu")
     torch.manual_seed(cfg.seed)  # a PM's fresh score head and LoRA's A start from this
     model = task.load_model(dtype)
     model_type = model.config.model_type
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules or targets_for(model_type),
-                      task_type=task.peft_task_type)
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, peft_config(cfg, model_type, task.peft_task_type))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
@@ -150,21 +130,17 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     step = 0
     main = accelerator.is_main_process
     if checkpoint is not None:
-        step = checkpoint_step(checkpoint)
-        set_peft_model_state_dict(model, load_safetensors(checkpoint / "adapter_model.safetensors"))
-        _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
-        if main:
-            _truncate_log(run / "log.jsonl", step)
+        step = run.load_checkpoint(checkpoint, model, optimizer=optimizer, params=params,
+                                   truncate_log=main)
     on_note(f"training {total} steps of {per_step} items on {accelerator.device} ({dtype}), "
             f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha}" + (f", resuming after step {step}" if step else ""))
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
     if main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        run.write_config(cfg)
     order = _item_order(task.n_items, total * per_step, cfg.seed)
-    log = open(run / "log.jsonl", "a", encoding="utf-8") if main else None
+    log = run.open_log() if main else None
     started, tokens_seen = time.perf_counter(), 0
     try:
         while step < total:
@@ -194,7 +170,8 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 if step % cfg.save_every == 0 or step == total:
-                    _save_checkpoint(accelerator.unwrap_model(model), optimizer, params, run, step)
+                    run.save_checkpoint(accelerator.unwrap_model(model), step, optimizer=optimizer,
+                                        params=params)
             if on_step:
                 on_step(entry)
     finally:
@@ -203,24 +180,11 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     if not main:
         return {"steps": step}, None
     final = accelerator.unwrap_model(model)
-    final.save_pretrained(str(run), safe_serialization=True)
-    tokenizer.save_pretrained(str(run))
-    info = {"base": str(Path(cfg.base).resolve()), "base_kind": base_kind(cfg.base),
-            "model_type": model_type, "task": task.peft_task_type, "steps": step,
-            "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, **(summary or {})}
-    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
+    run.save_adapter(final, tokenizer)
+    info = run.finish({"base": str(Path(cfg.base).resolve()), "base_kind": base_kind(cfg.base),
+                       "model_type": model_type, "task": task.peft_task_type, "steps": step,
+                       "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, **(summary or {})})
     return info, final
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines of steps after the checkpoint (a killed run logged them, then lost them)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _item_order(n: int, needed: int, seed: int) -> list[int]:
@@ -241,30 +205,3 @@ def _lr(cfg: TrainingConfig, step: int, total: int) -> float:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
     span = max(1, total - cfg.warmup_steps)
     return cfg.learning_rate * max(0.0, 1.0 - (step - cfg.warmup_steps) / span)
-
-
-def _save_checkpoint(model, optimizer, params, run: Path, step: int) -> None:
-    """Written to a temporary folder and renamed, so a kill mid-save leaves the last good one."""
-    from safetensors.torch import save_file
-
-    final = run / CHECKPOINTS / f"step-{step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    index = {id(p): i for i, p in enumerate(params)}
-    tensors = {}
-    for p, state in optimizer.state.items():
-        for key, value in state.items():
-            tensors[f"{index[id(p)]}.{key}"] = value.detach().clone().cpu().contiguous()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-
-
-def _load_optimizer(optimizer, params, path: Path) -> None:
-    tensors = load_safetensors(path)
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        param = params[int(index)]
-        optimizer.state[param][key] = value if key == "step" else value.to(param.device)

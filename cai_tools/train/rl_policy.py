@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from .runs import check_adapter_folder, check_run_folder, load_safetensors
+from .runs import RunFolder, check_adapter_folder, check_run_folder, load_safetensors
 
 
 def policy_source(policy: str) -> tuple[str, Path | None]:
@@ -84,3 +84,13 @@ def save_folded_adapter(run: Path, policy: str) -> None:
         (run / name).replace(run / "rl_adapter_only" / name)
     save_file(out, str(run / "adapter_model.safetensors"))
     (run / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def finish_rl_run(run: RunFolder, cfg, base: str, model_type: str, algo: str, steps: int) -> dict:
+    """Fold the starting sft adapter into the saved RL adapter and write ``cai_run.json``."""
+    save_folded_adapter(run.path, cfg.policy)
+    folded = check_adapter_folder(run.path)
+    return run.finish({"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
+                       "model_type": model_type, "task": "CAUSAL_LM", "algo": algo, "steps": steps,
+                       "policy": cfg.policy, "pm": cfg.pm or None, "lora_r": folded["r"],
+                       "lora_alpha": folded["lora_alpha"]})

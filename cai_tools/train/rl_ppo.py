@@ -10,7 +10,6 @@ value head. TRL 1.16 has no PPO trainer, hence this compact one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -18,14 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
-from .lora import (TrainingConfig, _load_optimizer, _save_checkpoint, _truncate_log,
-                            latest_checkpoint)
+from .lora import TrainingConfig
 from ..records import error_of, read_records
-from .runs import checkpoint_step, load_safetensors
+from .runs import RunFolder, load_safetensors, peft_config
 
 ALGOS = ("ppo", "rloo", "grpo", "dpo")
 
@@ -83,21 +79,17 @@ def load_prompts(paths: list[str]) -> list[list[dict]]:
 
 def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
               on_note: Callable[[str], None] = lambda message: None) -> dict:
-    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries, targets_for
-    from .rl_policy import load_policy, policy_source, save_folded_adapter
+    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries
+    from .rl_policy import finish_rl_run, load_policy, policy_source
     from .score import RewardModel
 
     quiet_libraries()
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model
     from safetensors.torch import save_file
 
-    run = Path(cfg.out)
-    checkpoint = latest_checkpoint(run) if resume else None
-    if resume and checkpoint is None:
-        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
-    if not resume and (run / "log.jsonl").exists():
-        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    run = RunFolder(cfg.out)
+    checkpoint = run.start(resume)
     prompts = load_prompts(cfg.prompts)
     base, sft_run = policy_source(cfg.policy)
     on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
@@ -109,9 +101,8 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     torch.manual_seed(cfg.seed)
     model = load_policy(cfg.policy, dtype)
     model_type = model.config.model_type
-    model = get_peft_model(model, LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,  # no dropout: ratios must be 1 at start
-        target_modules=cfg.target_modules or targets_for(model_type), task_type="CAUSAL_LM")).to(device)
+    # no dropout: the probability ratios must be 1 at the start of every update
+    model = get_peft_model(model, peft_config(cfg, model_type, "CAUSAL_LM", dropout=0.0)).to(device)
     value_head = torch.nn.Linear(model.config.hidden_size, 1).to(device)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
@@ -119,20 +110,16 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     step = 0
     if checkpoint is not None:
-        step = checkpoint_step(checkpoint)
-        set_peft_model_state_dict(model, load_safetensors(checkpoint / "adapter_model.safetensors"))
+        step = run.load_checkpoint(checkpoint, model, optimizer=optimizer, params=params)
         value_head.load_state_dict(load_safetensors(checkpoint / "value_head.safetensors"))
-        _load_optimizer(optimizer, params, checkpoint / "optimizer.safetensors")
-        _truncate_log(run / "log.jsonl", step)
     total = cfg.max_steps or 20
     on_note(f"PPO: {total} steps of {cfg.batch_size} prompts, up to {cfg.max_new_tokens} new tokens, "
             f"KL coef {cfg.kl_coef}, on {device}" + (f", resuming after step {step}" if step else ""))
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    run.write_config(cfg)
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
     started = time.perf_counter()
-    with open(run / "log.jsonl", "a", encoding="utf-8") as log:
+    with run.open_log() as log:
         while step < total:
             batch = [prompts[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
             torch.manual_seed(cfg.seed * 1_000_003 + step)
@@ -143,23 +130,15 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
             log.write(json.dumps(entry) + "\n")
             log.flush()
             if step % cfg.save_every == 0 or step == total:
-                _save_checkpoint(model, optimizer, params, run, step)
-                save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
-                          str(run / "checkpoints" / f"step-{step:06d}" / "value_head.safetensors"))
+                run.save_checkpoint(model, step, optimizer=optimizer, params=params,
+                                    extra={"value_head.safetensors": value_head.state_dict()})
             if on_step:
                 on_step(entry)
-    model.save_pretrained(str(run), safe_serialization=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
-              str(run / "value_head.safetensors"))
     tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(str(run))
-    save_folded_adapter(run, cfg.policy)
-    folded = json.loads((run / "adapter_config.json").read_text())
-    info = {"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
-            "model_type": model_type, "task": "CAUSAL_LM", "algo": "ppo", "steps": step,
-            "policy": cfg.policy, "pm": cfg.pm, "lora_r": folded["r"], "lora_alpha": folded["lora_alpha"]}
-    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
-    return info
+    run.save_adapter(model, tokenizer)
+    save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
+              str(run.path / "value_head.safetensors"))
+    return finish_rl_run(run, cfg, base, model_type, "ppo", step)
 
 
 def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig, device) -> dict:

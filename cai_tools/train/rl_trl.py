@@ -17,28 +17,25 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, UsageError
 from .rl_ppo import RLConfig, load_prompts
-from .runs import check_adapter_folder
+from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
 
 def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
                    on_note: Callable[[str], None] = lambda message: None) -> dict:
-    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries, targets_for
-    from .lora import latest_checkpoint
-    from .rl_policy import load_policy, policy_source, save_folded_adapter
+    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries
+    from .rl_policy import finish_rl_run, load_policy, policy_source
 
     quiet_libraries()
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
-    run = Path(cfg.out)
-    if not resume and (run / "cai_run.json").exists():
-        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    run = RunFolder(cfg.out)
+    checkpoint = run.start(resume)
     base, sft_run = policy_source(cfg.policy)
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
@@ -50,22 +47,18 @@ def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[di
         on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
     torch.manual_seed(cfg.seed)
     model = load_policy(cfg.policy, dtype)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules or targets_for(model.config.model_type),
-                      task_type="CAUSAL_LM")
+    lora = peft_config(cfg, model.config.model_type, "CAUSAL_LM")
     done = 0
-    checkpoint = latest_checkpoint(run) if resume else None
-    if resume and checkpoint is None:
-        raise InputError("nothing to resume: no checkpoint in this run folder", where=str(run))
     if checkpoint is not None:
         check_adapter_folder(checkpoint)
+        done = checkpoint_step(checkpoint)
+        run.truncate_log(done)
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
-        done = int(checkpoint.name.split("-")[1])
         lora = None
     remaining = max((cfg.max_steps or 20) - done, 0)
     if remaining == 0:
         raise UsageError(f"the run already has {done} steps: raise --max-steps to continue it")
-    common = dict(output_dir=str(run / "trl"), max_steps=remaining, learning_rate=cfg.learning_rate,
+    common = dict(output_dir=str(run.path / "trl"), max_steps=remaining, learning_rate=cfg.learning_rate,
                   per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                   logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, bf16=dtype == torch.bfloat16,
                   use_cpu=device == "cpu", gradient_checkpointing=False, disable_tqdm=True)
@@ -75,19 +68,10 @@ def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[di
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
     trainer.add_callback(_Checkpoints(run, cfg.save_every, done, done + remaining, on_step))
     trainer.train()
-    shutil.rmtree(run / "trl", ignore_errors=True)  # TRL's output_dir: nothing of ours in it
-    run.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(run), safe_serialization=True)
-    tokenizer.save_pretrained(str(run))
+    shutil.rmtree(run.path / "trl", ignore_errors=True)  # TRL's output_dir: nothing of ours in it
+    run.save_adapter(trainer.model, tokenizer)
     _write_log(run, trainer.state.log_history, done)
-    save_folded_adapter(run, cfg.policy)
-    folded = json.loads((run / "adapter_config.json").read_text())
-    info = {"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
-            "model_type": model.config.model_type, "task": "CAUSAL_LM", "algo": cfg.algo,
-            "steps": done + trainer.state.global_step, "policy": cfg.policy, "pm": cfg.pm or None,
-            "lora_r": folded["r"], "lora_alpha": folded["lora_alpha"]}
-    (run / "cai_run.json").write_text(json.dumps(info, indent=2))
-    return info
+    return finish_rl_run(run, cfg, base, model.config.model_type, cfg.algo, done + trainer.state.global_step)
 
 
 def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict):
@@ -144,9 +128,9 @@ def _dpo_dataset(cfg: RLConfig):
     return Dataset.from_list(rows)
 
 
-def _write_log(run: Path, history: list[dict], done: int) -> None:
+def _write_log(run: RunFolder, history: list[dict], done: int) -> None:
     """TRL's per-step log lines, as cai's log.jsonl (appended after a resume)."""
-    with open(run / "log.jsonl", "a", encoding="utf-8") as log:
+    with run.open_log() as log:
         for entry in history:
             if "step" in entry and "loss" in entry:
                 log.write(json.dumps({**entry, "step": done + entry["step"]}) + "\n")
@@ -156,16 +140,14 @@ class _Checkpoints:
     """Adapter-only checkpoints every N steps, in cai's checkpoints/step-N layout, and
     TRL's log lines turned into cai's progress entries."""
 
-    def __new__(cls, run: Path, every: int, done: int, total: int, on_step):
+    def __new__(cls, run: RunFolder, every: int, done: int, total: int, on_step):
         from transformers import TrainerCallback
 
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step = done + state.global_step
                 if model is not None and step % every == 0:
-                    folder = run / "checkpoints" / f"step-{step:06d}"
-                    model.save_pretrained(str(folder), safe_serialization=True)
-                    (folder / "state.json").write_text(json.dumps({"step": step}))
+                    run.save_checkpoint(model, step)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if on_step is None or not logs or "loss" not in logs:

@@ -1,4 +1,5 @@
-"""Checking a training run folder (or an HF model folder) before transformers/PEFT see it.
+"""Training run folders: checking one before transformers/PEFT see it, and ``RunFolder``,
+which owns a run's layout, resume guard, checkpoints, log and final files.
 
 PEFT and transformers treat a path they cannot use as a Hub repo id and go to the network,
 and they unpickle ``*.bin`` weights. So every run folder is checked here first: each file
@@ -12,7 +13,12 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError, UsageError
+
+INFO_FILE = "cai_run.json"      # written last: its presence means the run finished
+LOG_FILE = "log.jsonl"          # one line per optimizer step
+CONFIG_FILE = "config.yaml"     # the resolved options (--resume reads them back)
+CHECKPOINTS = "checkpoints"     # checkpoints/step-000010/: adapter, optimizer, state.json
 
 # Weights in these files are Python pickles: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -61,12 +67,12 @@ def check_adapter_folder(folder: str | os.PathLike, *, made_by: str = "cai") -> 
 def check_run_folder(run: str | os.PathLike, *, made_by: str = "cai") -> dict:
     """A finished cai training run: its cai_run.json, after checking every file is there."""
     p = Path(run)
-    if p.is_dir() and not (p / "cai_run.json").is_file():
-        raise ModelError(f"{p}: not a finished {made_by} run folder: cai_run.json is missing")
+    if p.is_dir() and not (p / INFO_FILE).is_file():
+        raise ModelError(f"{p}: not a finished {made_by} run folder: {INFO_FILE} is missing")
     check_adapter_folder(p, made_by=made_by)
-    info = read_json(p / "cai_run.json")
+    info = read_json(p / INFO_FILE)
     if not isinstance(info.get("base"), str):
-        raise ModelError(f"{p / 'cai_run.json'} names no base model ('base')")
+        raise ModelError(f"{p / INFO_FILE} names no base model ('base')")
     return info
 
 
@@ -103,3 +109,127 @@ def check_hf_model_folder(folder: str | os.PathLike) -> None:
                              "loaded: cai loads safetensors only (convert the model with "
                              "transformers' save_pretrained(safe_serialization=True))")
     raise ModelError(f"{p} holds no *.safetensors weights")
+
+
+# ---------------------------------------------------------------- the run folder
+
+
+class RunFolder:
+    """One training run's folder (sft, build-pm, every rl algorithm): its layout, the
+    resume guard, checkpoints, the step log and the final adapter + ``cai_run.json``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- starting
+
+    def start(self, resume: bool) -> Path | None:
+        """Check the folder against --resume; the checkpoint to resume from, if any."""
+        checkpoint = self.latest_checkpoint() if resume else None
+        if resume and checkpoint is None:
+            raise InputError("nothing to resume: no checkpoint in this run folder", where=str(self.path))
+        if not resume and ((self.path / LOG_FILE).exists() or (self.path / INFO_FILE).exists()):
+            raise UsageError(f"{self.path} already holds a training run: pass --resume to continue "
+                             "it, or another --out")
+        return checkpoint
+
+    def write_config(self, cfg) -> None:
+        """The resolved options (a dataclass), so --resume continues with the same ones."""
+        import dataclasses
+
+        import yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+    # -- checkpoints
+
+    def latest_checkpoint(self) -> Path | None:
+        steps = sorted((p for p in (self.path / CHECKPOINTS).glob("step-*")
+                        if (p / "state.json").is_file() and p.name[5:].isdigit()),
+                       key=lambda p: int(p.name[5:]))
+        return steps[-1] if steps else None
+
+    def save_checkpoint(self, model, step: int, *, optimizer=None, params=None,
+                        extra: dict[str, dict] | None = None) -> Path:
+        """The adapter, the optimizer state (when given) and ``extra`` {file name: tensors};
+        written to a temporary folder and renamed, so a kill mid-save leaves the last good one."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        final = self.path / CHECKPOINTS / f"step-{step:06d}"
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if optimizer is not None:
+            index = {id(p): i for i, p in enumerate(params)}
+            state = {f"{index[id(p)]}.{key}": value.detach().clone().cpu().contiguous()
+                     for p, entries in optimizer.state.items() for key, value in entries.items()}
+            save_file(state, str(tmp / "optimizer.safetensors"))
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
+    def load_checkpoint(self, checkpoint: Path, model, *, optimizer=None, params=None,
+                        truncate_log: bool = True) -> int:
+        """Restore the adapter (and optimizer) of ``checkpoint``; its step. Log lines of later
+        steps (a killed run logged them, then lost them) are dropped."""
+        from peft import set_peft_model_state_dict
+
+        step = checkpoint_step(checkpoint)
+        set_peft_model_state_dict(model, load_safetensors(checkpoint / "adapter_model.safetensors"))
+        if optimizer is not None:
+            for name, value in load_safetensors(checkpoint / "optimizer.safetensors").items():
+                index, key = name.split(".", 1)
+                param = params[int(index)]
+                optimizer.state[param][key] = value if key == "step" else value.to(param.device)
+        if truncate_log:
+            self.truncate_log(step)
+        return step
+
+    # -- the step log
+
+    def open_log(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        return open(self.path / LOG_FILE, "a", encoding="utf-8")
+
+    def truncate_log(self, step: int) -> None:
+        path = self.path / LOG_FILE
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- finishing
+
+    def save_adapter(self, model, tokenizer) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(self.path), safe_serialization=True)
+        tokenizer.save_pretrained(str(self.path))
+
+    def finish(self, info: dict) -> dict:
+        """Write ``cai_run.json``: from now on the folder is a finished run."""
+        (self.path / INFO_FILE).write_text(json.dumps(info, indent=2))
+        return info
+
+    def info(self, made_by: str = "cai") -> dict:
+        return check_run_folder(self.path, made_by=made_by)
+
+
+def peft_config(cfg, model_type: str, task_type: str, *, dropout: float | None = None):
+    """The LoRA config of a run: rank, alpha, dropout (``dropout`` overrides the config's,
+    e.g. PPO's 0 so the probability ratios start at 1) and the architecture's targets."""
+    from peft import LoraConfig
+
+    from .hf_models import targets_for
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout if dropout is None else dropout,
+                      target_modules=cfg.target_modules or targets_for(model_type), task_type=task_type)
