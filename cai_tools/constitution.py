@@ -197,14 +197,7 @@ def parse_constitution(data: object, source: str) -> Constitution:
     few_shot = []
     for i, ex in enumerate(data.get("few_shot") or []):
         entry = f"few_shot[{i}]"
-        if not isinstance(ex, dict):
-            fail("must be a mapping", entry)
-        unknown = set(ex) - FEW_SHOT_KEYS
-        if unknown:
-            fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", entry)
-        for key in ("prompt", "response", "critique", "revision"):
-            if not isinstance(ex.get(key), str) or not ex[key].strip():
-                fail(f"needs a non-empty string '{key}'", entry)
+        _check_example(ex, entry, FEW_SHOT_KEYS, ("prompt", "response", "critique", "revision"), fail)
         principle = ex.get("principle")
         if principle is not None:
             if not isinstance(principle, str) or principle not in by_id:
@@ -222,14 +215,7 @@ def parse_constitution(data: object, source: str) -> Constitution:
     judge_few_shot = []
     for i, ex in enumerate(data.get("judge_few_shot") or []):
         entry = f"judge_few_shot[{i}]"
-        if not isinstance(ex, dict):
-            fail("must be a mapping", entry)
-        unknown = set(ex) - JUDGE_FEW_SHOT_KEYS
-        if unknown:
-            fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", entry)
-        for key in ("prompt", "response_a", "response_b"):
-            if not isinstance(ex.get(key), str) or not ex[key].strip():
-                fail(f"needs a non-empty string '{key}'", entry)
+        _check_example(ex, entry, JUDGE_FEW_SHOT_KEYS, ("prompt", "response_a", "response_b"), fail)
         if ex.get("answer") not in ("A", "B"):
             fail(f"'answer' must be \"A\" or \"B\", got {ex.get('answer')!r}", entry)
         principle = ex.get("principle", judges[0]["id"] if judges else None)
@@ -250,6 +236,19 @@ def parse_constitution(data: object, source: str) -> Constitution:
     )
 
 
+def _check_example(ex, entry: str, allowed: set, required_texts: tuple, fail) -> None:
+    """An entry (a principle, a few-shot example) is a mapping of known keys with the
+    required non-empty strings."""
+    if not isinstance(ex, dict):
+        fail("must be a mapping", entry)
+    unknown = set(ex) - allowed
+    if unknown:
+        fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", entry)
+    for key in required_texts:
+        if not isinstance(ex.get(key), str) or not ex[key].strip():
+            fail(f"needs a non-empty string '{key}'", entry)
+
+
 def _entries(data: dict, key: str, allowed: set, required_fields: tuple, fail, required=False):
     items = data.get(key)
     if items is None:
@@ -262,16 +261,9 @@ def _entries(data: dict, key: str, allowed: set, required_fields: tuple, fail, r
     out = []
     for i, item in enumerate(items):
         entry = f"{key}[{i}]"
-        if not isinstance(item, dict):
-            fail("must be a mapping", entry)
-        if isinstance(item.get("id"), str):
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
             entry += f" (id '{item['id']}')"
-        unknown = set(item) - allowed
-        if unknown:
-            fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", entry)
-        for f in required_fields:
-            if not isinstance(item.get(f), str) or not item[f].strip():
-                fail(f"needs a non-empty string '{f}'", entry)
+        _check_example(item, entry, allowed, required_fields, fail)
         if item["id"] in seen:
             fail(f"duplicate id '{item['id']}'", entry)
         seen.add(item["id"])

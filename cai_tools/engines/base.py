@@ -7,7 +7,7 @@ its slot as an ``ItemError`` instead of failing the batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 Message = dict
@@ -15,6 +15,9 @@ Message = dict
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How to sample: the user's options for a whole step (``Sampling`` in the steps), and
+    with a per-record ``seed`` (``params(seed)``) what one engine call gets."""
+
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
@@ -22,8 +25,14 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
 
+    def params(self, seed: int) -> "SamplingParams":
+        """These options with one call's seed."""
+        return replace(self, seed=seed)
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The options a user chose, for provenance (not the per-call seed or stops)."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k}
 
 
 @dataclass

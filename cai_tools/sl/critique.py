@@ -18,7 +18,7 @@ from ..errors import RecordError
 from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
                        require_text, where)
 from .prompts import clean_critique, critique_chat, critique_is_clean
-from .sampling import Sampling, generate_for
+from .sampling import Pending, Sampling, answer_pending
 
 
 def history_of(record: dict) -> list[dict]:
@@ -28,16 +28,19 @@ def history_of(record: dict) -> list[dict]:
     return hist
 
 
+def answered_conversation(record: dict) -> tuple[list[dict], str, list[dict]]:
+    """(the prompt's messages, the current answer, the critique/revision rounds so far)."""
+    return prompt_messages(record), require_text(record, "response"), history_of(record)
+
+
 def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution, *,
                    principle_id: str | None, seed: int, sampling: Sampling) -> list[dict | RecordError]:
     """Append one critique round to each record (the work of one ``critique`` call)."""
     pinned = constitution.principle(principle_id) if principle_id else None
-    prepared: list = []
+    prepared: list[Pending | RecordError] = []
     for rec in batch:
         try:
-            messages = prompt_messages(rec)
-            response = require_text(rec, "response")
-            history = history_of(rec)
+            messages, response, history = answered_conversation(rec)
             if history and "revision" not in history[-1]:
                 raise RecordError("the last critique has no revision yet: run 'cai revise' "
                                   "before critiquing again", where=where(rec))
@@ -51,27 +54,20 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
             random.Random(record_seed(seed, out["id"], "principle", round_no)))
         chat = critique_chat(constitution, messages, response, principle.critique)
         params = sampling.params(record_seed(seed, out["id"], "critique", round_no))
-        prepared.append((out, history, round_no, principle, chat, params))
-    live = [p for p in prepared if not isinstance(p, RecordError)]
-    gens = iter(generate_for(engine, [p[0] for p in live], [p[4] for p in live], [p[5] for p in live]))
-    results: list[dict | RecordError] = []
-    for p in prepared:
-        if isinstance(p, RecordError):
-            results.append(p)
-            continue
-        out, history, round_no, principle, _chat, _params = p
-        gen = next(gens)
-        if isinstance(gen, RecordError):
-            results.append(gen)
-            continue
-        text = clean_critique(gen.text)
-        entry = {"round": round_no, "principle": principle.id,
+        prepared.append(Pending(out, chat, params, {"history": history, "round": round_no,
+                                                     "principle": principle}))
+
+    def finish(p: Pending, answer) -> dict:
+        text = clean_critique(answer.text)
+        principle = p.state["principle"]
+        entry = {"round": p.state["round"], "principle": principle.id,
                  "critique_request": principle.critique, "critique": text}
         if critique_is_clean(text):
             entry["clean"] = True
-        out["history"] = [*history, entry]
-        results.append(out)
-    return results
+        p.out["history"] = [*p.state["history"], entry]
+        return p.out
+
+    return answer_pending(engine, prepared, finish)
 
 
 def critique(records: Iterable[dict], engine: Engine, constitution: Constitution, *,

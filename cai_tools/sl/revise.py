@@ -11,25 +11,22 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from ..constitution import Constitution
-from ..conversation import prompt_messages
-from .critique import critique_batch, history_of
+from .critique import answered_conversation, critique_batch
 from ..engines.base import Engine
 from ..errors import RecordError
 from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
-                       require_text, where)
+                       where)
 from .prompts import clean_revision, revision_chat
-from .sampling import Sampling, generate_for
+from .sampling import Pending, Sampling, answer_pending
 
 
 def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, *, seed: int,
                  sampling: Sampling, until_clean: bool) -> list[dict | RecordError]:
     """Complete the pending critique of each record with a revision."""
-    prepared: list = []
+    prepared: list[Pending | RecordError] = []
     for rec in batch:
         try:
-            messages = prompt_messages(rec)
-            response = require_text(rec, "response")
-            history = history_of(rec)
+            messages, response, history = answered_conversation(rec)
             if not history or "revision" in history[-1] or "critique" not in history[-1]:
                 raise RecordError("no critique awaiting revision: run 'cai critique' first "
                                   "(or 'cai revise --rounds N')", where=where(rec))
@@ -48,34 +45,24 @@ def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, 
         out = copy_record(rec)
         out.setdefault("id", content_id(rec))
         entry = {**last, "revision_request": revision_request}
+        state = {"history": history, "entry": entry, "response": response}
         if until_clean and last.get("clean"):
-            prepared.append((out, history, entry, response, None, None))
+            prepared.append(Pending(out, None, None, state))
             continue
         chat = revision_chat(constitution, messages, response, last["critique_request"],
                              last["critique"], revision_request)
         params = sampling.params(record_seed(seed, out["id"], "revision", last.get("round")))
-        prepared.append((out, history, entry, response, chat, params))
-    live = [p for p in prepared if not isinstance(p, RecordError) and p[4] is not None]
-    gens = iter(generate_for(engine, [p[0] for p in live], [p[4] for p in live], [p[5] for p in live]))
-    results: list[dict | RecordError] = []
-    for p in prepared:
-        if isinstance(p, RecordError):
-            results.append(p)
-            continue
-        out, history, entry, response, chat, _ = p
-        if chat is None:
-            entry["revision"] = response
-        else:
-            gen = next(gens)
-            if isinstance(gen, RecordError):
-                results.append(gen)
-                continue
-            # An empty revision keeps the answer it was meant to improve.
-            entry["revision"] = clean_revision(gen.text) or response
-        out["history"] = [*history[:-1], entry]
-        out["response"] = entry["revision"]
-        results.append(out)
-    return results
+        prepared.append(Pending(out, chat, params, state))
+
+    def finish(p: Pending, answer) -> dict:
+        entry, response = p.state["entry"], p.state["response"]
+        # No call (clean under --until-clean), or an empty revision: keep the answer.
+        entry["revision"] = (clean_revision(answer.text) if answer else "") or response
+        p.out["history"] = [*p.state["history"][:-1], entry]
+        p.out["response"] = entry["revision"]
+        return p.out
+
+    return answer_pending(engine, prepared, finish)
 
 
 def revise(records: Iterable[dict], engine: Engine, constitution: Constitution, *,
