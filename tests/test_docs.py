@@ -31,3 +31,21 @@ def test_bundled_prompt_sets_have_a_held_out_split():
         assert {r["split"] for r in rows} == {"train", "eval"}
         assert len({r["category"] for r in rows}) >= categories
         assert len({r["prompt"] for r in rows}) == len(rows)
+
+
+def test_training_help_shows_each_steps_real_defaults():
+    """--help takes the defaults from the config dataclasses, so it cannot drift from them."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from cai_tools.train.pm import PMConfig
+    from cai_tools.train.rl_ppo import RLConfig
+    from cai_tools.train.sft import SFTConfig
+
+    for command, config in (("sft", SFTConfig), ("build-pm", PMConfig), ("rl", RLConfig)):
+        text = " ".join(CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output.split())
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        assert f"Peak learning rate. (default: {defaults['learning_rate']})" in text, command
+        assert f"LoRA rank. (default: {defaults['lora_r']})" in text, command
+    assert "(default: 0.05; --algo ppo uses 0)" in text

@@ -7,10 +7,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from .running import cli_errors
+from ..train.pm import PMConfig
 from .training_options import TrainingRun, training_step
 
 
-@training_step("build-pm")
+@training_step("build-pm", PMConfig)
 def build_pm(
     data: Annotated[Optional[List[str]], typer.Option(
         help="Preference records, FILE or FILE:WEIGHT (repeat to mix, e.g. judge labels with "

@@ -7,10 +7,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from .running import cli_errors
+from ..train.rl_ppo import RLConfig
 from .training_options import TrainingRun, training_step
 
 
-@training_step("rl")
+@training_step("rl", RLConfig)
 def rl(
     policy: Annotated[Optional[str], typer.Option(
         help="Starting policy: a 'cai sft' run or a base model (GGUF / HF folder); default: "

@@ -7,10 +7,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from .running import cli_errors
+from ..train.sft import SFTConfig
 from .training_options import TrainingRun, training_step
 
 
-@training_step("sft")
+@training_step("sft", SFTConfig)
 def sft(
     data: Annotated[Optional[List[str]], typer.Option(
         help="SL-CAI records (after critique/revise); repeat for several files.")] = None,

@@ -7,6 +7,8 @@ with --resume the run's own config.yaml) and shows progress.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import inspect
 import sys
@@ -28,26 +30,26 @@ _SHARED = {
     "config": (Annotated[Optional[str], typer.Option(
         help="YAML file of config keys (see config.yaml in a run folder); options given here "
              "override it.")], None),
-    "lora_r": (Annotated[Optional[int], typer.Option(help="LoRA rank [16].")], None),
-    "lora_alpha": (Annotated[Optional[int], typer.Option(help="LoRA alpha [32].")], None),
-    "lora_dropout": (Annotated[Optional[float], typer.Option(help="LoRA dropout [0.05].")], None),
+    "lora_r": (Annotated[Optional[int], typer.Option(help="LoRA rank.")], None),
+    "lora_alpha": (Annotated[Optional[int], typer.Option(help="LoRA alpha.")], None),
+    "lora_dropout": (Annotated[Optional[float], typer.Option(help="LoRA dropout.")], None),
     "target_modules": (Annotated[Optional[List[str]], typer.Option(
         help="Modules to adapt (repeat); default: attention and MLP projections.")], None),
-    "epochs": (Annotated[Optional[float], typer.Option(help="Passes over the data [1].")], None),
+    "epochs": (Annotated[Optional[float], typer.Option(help="Passes over the data.")], None),
     "max_steps": (Annotated[Optional[int], typer.Option(
         help="Stop after N optimizer steps (overrides --epochs).")], None),
-    "batch_size": (Annotated[Optional[int], typer.Option(help="Items per micro-batch [4].")], None),
-    "grad_accum": (Annotated[Optional[int], typer.Option(help="Micro-batches per step [1].")], None),
+    "batch_size": (Annotated[Optional[int], typer.Option(help="Items per micro-batch.")], None),
+    "grad_accum": (Annotated[Optional[int], typer.Option(help="Micro-batches per step.")], None),
     "learning_rate": (Annotated[Optional[float], typer.Option(
-        "--lr", help="Peak learning rate [sft 2e-4, build-pm 1e-4].")], None),
-    "warmup_steps": (Annotated[Optional[int], typer.Option(help="Linear warmup steps [0].")], None),
-    "max_length": (Annotated[Optional[int], typer.Option(help="Truncate to N tokens [512].")], None),
-    "save_every": (Annotated[Optional[int], typer.Option(help="Checkpoint every N steps [50].")], None),
+        "--lr", help="Peak learning rate.")], None),
+    "warmup_steps": (Annotated[Optional[int], typer.Option(help="Linear warmup steps.")], None),
+    "max_length": (Annotated[Optional[int], typer.Option(help="Truncate to N tokens.")], None),
+    "save_every": (Annotated[Optional[int], typer.Option(help="Checkpoint every N steps.")], None),
     "seed": (Annotated[Optional[int], typer.Option(
-        help="Seed for data order, splits, init and dropout [0].")], None),
-    "device": (Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... [auto].")], None),
+        help="Seed for data order, splits, init and dropout.")], None),
+    "device": (Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...")], None),
     "dtype": (Annotated[Optional[str], typer.Option(
-        help="float32, bfloat16, float16 [auto: bfloat16 on a GPU that has it, else float32].")], None),
+        help="float32, bfloat16, float16 (auto: bfloat16 on a GPU that has it, else float32).")], None),
     "resume": (Annotated[bool, typer.Option(
         help="Continue the run in --out from its last checkpoint, with its config.yaml "
              "(options given here override it, e.g. a larger --max-steps).")], False),
@@ -85,13 +87,32 @@ class TrainingRun:
         return _Progress(self.step, self.console)
 
 
-def training_step(step: str):
-    """Decorate ``fn(..., run: TrainingRun)``; the shared options join its own."""
+def _with_default(annotation, field):
+    """The option's help with the config's real default appended ("(default: 2e-05)"), so --help
+    cannot drift from the code; a field's ``metadata["default_help"]`` says more."""
+    if field is None:
+        return annotation
+    shown = field.metadata.get("default_help")
+    if shown is None:
+        if field.default in (None, "", dataclasses.MISSING):
+            return annotation
+        shown = field.default
+    base, option = annotation.__origin__, annotation.__metadata__[0]
+    option = copy.copy(option)
+    option.help = f"{option.help} (default: {shown})"
+    return Annotated[base, option]
+
+
+def training_step(step: str, config_cls):
+    """Decorate ``fn(..., run: TrainingRun)``; the shared options join its own, their help
+    showing ``config_cls``'s defaults."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
 
     def decorate(fn):
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
-        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                    annotation=_with_default(ann, fields.get(name)))
                   for name, (ann, default) in _SHARED.items()]
 
         @functools.wraps(fn)

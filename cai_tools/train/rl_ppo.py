@@ -36,6 +36,8 @@ class RLConfig(TrainingConfig):
     max_steps: int | None = 20
     batch_size: int = 4                 # prompts per step
     learning_rate: float = 2e-5
+    # PPO's ratios must be exactly 1 at the start of each update, so it trains without dropout
+    lora_dropout: float = field(default=0.05, metadata={"default_help": "0.05; --algo ppo uses 0"})
     max_new_tokens: int = 48
     temperature: float = 1.0
     kl_coef: float = 0.05
