@@ -276,10 +276,7 @@ def test_corrupt_run_files_name_the_file(tmp_path):
 
 def _write_gguf(path: Path, kv: list[tuple[str, int, bytes]]) -> Path:
     """A GGUF v3 file holding only metadata: (key, type, encoded value)."""
-    def string(s: str) -> bytes:
-        return struct.pack("<Q", len(s.encode())) + s.encode()
-
-    body = b"".join(string(k) + struct.pack("<I", t) + v for k, t, v in kv)
+    body = b"".join(_str(k) + struct.pack("<I", t) + v for k, t, v in kv)
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv)) + body)
     return path
 

@@ -124,11 +124,11 @@ def answer_prompts(spec: ModelSpec, engine: Engine, prompt_sets: dict[str, list[
     ``on_answer`` gets each new answer as soon as it is made.
     """
     have = have or {}
-    wanted = [f"{spec.name}:{set_name}:{p['id']}" for set_name, prompts in prompt_sets.items()
-              for p in prompts]
-    records = [{"id": f"{set_name}:{p['id']}", "messages": p["prompt"]}
-               for set_name, prompts in prompt_sets.items() for p in prompts
-               if f"{spec.name}:{set_name}:{p['id']}" not in have]
+    # An answer's id is the model's name before the prompt's "set:prompt_id".
+    prompts = {f"{set_name}:{p['id']}": p["prompt"] for set_name, ps in prompt_sets.items() for p in ps}
+    wanted = [f"{spec.name}:{pid}" for pid in prompts]
+    records = [{"id": pid, "messages": messages} for pid, messages in prompts.items()
+               if f"{spec.name}:{pid}" not in have]
     key = answer_key(spec, settings)
     made = {}
     for rec in track(generate(records, engine, sampling=settings.sampling, seed=settings.seed,

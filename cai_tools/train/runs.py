@@ -219,9 +219,6 @@ class RunFolder:
         (self.path / INFO_FILE).write_text(json.dumps(info, indent=2))
         return info
 
-    def info(self, made_by: str = "cai") -> dict:
-        return check_run_folder(self.path, made_by=made_by)
-
 
 def peft_config(cfg, model_type: str, task_type: str, *, dropout: float | None = None):
     """The LoRA config of a run: rank, alpha, dropout (``dropout`` overrides the config's,
