@@ -69,7 +69,7 @@ demo: $(DEMO)/eval/report.md
 
 $(PROMPTS): data/redteam.jsonl | install
 	@mkdir -p $(DEMO)
-	grep '"split": "train"' data/redteam.jsonl | head -n $(PAIRS_N) > $@.tmp && mv $@.tmp $@
+	grep -m $(PAIRS_N) '"split": "train"' data/redteam.jsonl > $@.tmp && mv $@.tmp $@
 
 # SL-CAI data: N prompts, ROUNDS critique/revision rounds
 $(DEMO)/sl.jsonl: $(PROMPTS) | model
