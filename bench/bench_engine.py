@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from cai_tools.constitution import load_constitution  # noqa: E402
 from cai_tools.sl.critique import critique  # noqa: E402
 from cai_tools.engines.base import SamplingParams  # noqa: E402
+from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
 from cai_tools.sl.generate import generate  # noqa: E402
 from cai_tools.records import record_seed  # noqa: E402
@@ -72,7 +73,7 @@ def sl_baseline(prompts, constitution, max_tokens: int, seed: int) -> tuple[floa
 
 
 def sl_cai(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> tuple[float, int, dict]:
-    engine = LlamaCppEngine(MODEL, n_ctx=4096, n_threads=THREADS, n_parallel=parallel)
+    engine = LlamaCppEngine(MODEL, EngineOptions(ctx=4096, threads=THREADS, parallel=parallel))
     sampling = Sampling(max_tokens=max_tokens, temperature=0.7, top_p=0.95)
     start = time.perf_counter()
     answered = generate(prompts, engine, sampling=sampling, seed=seed, batch_size=len(prompts))
@@ -89,7 +90,7 @@ def sl_cai(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> 
 
 def throughput() -> dict:
     """Aggregate decode tok/s (16 short prompts, 128 tokens) and prompt tok/s (long prompt)."""
-    engine = LlamaCppEngine(MODEL, n_ctx=2048, n_threads=THREADS, n_parallel=8)
+    engine = LlamaCppEngine(MODEL, EngineOptions(ctx=2048, threads=THREADS, parallel=8))
     chats = [[{"role": "user", "content": f"Tell me a long story about the number {i}."}] for i in range(16)]
     params = [SamplingParams(max_tokens=128, temperature=0.7, seed=i) for i in range(16)]
     start = time.perf_counter()
@@ -113,7 +114,7 @@ def agreement(n: int) -> dict:
     params = [SamplingParams(max_tokens=64, temperature=0.0)] * n
     outs = {}
     for parallel in (1, 8):
-        engine = LlamaCppEngine(MODEL, n_ctx=1024, n_threads=THREADS, n_parallel=parallel)
+        engine = LlamaCppEngine(MODEL, EngineOptions(ctx=1024, threads=THREADS, parallel=parallel))
         outs[parallel] = [g.text for g in engine.generate(chats, params)]
         engine.close()
     same = sum(a == b for a, b in zip(outs[1], outs[8]))

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from cai_tools.constitution import load_constitution  # noqa: E402
 from cai_tools.engines.fake_engine import FakeEngine  # noqa: E402
+from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
 from cai_tools.sl.judge import JudgeSettings, judge  # noqa: E402
 
@@ -64,7 +65,7 @@ def judge_prompts(records: list[dict], constitution) -> list[str]:
     in the model's template, then the answer cue up to where the options differ."""
     fake = FakeEngine()
     list(judge(records, [fake], constitution, JudgeSettings(), batch_size=len(records)))
-    engine = LlamaCppEngine(MODEL, n_ctx=512, n_parallel=1)
+    engine = LlamaCppEngine(MODEL, EngineOptions(ctx=512, parallel=1))
     try:
         return [engine.formatter(messages=chat).prompt + cue + " ("
                 for chat, (_, _, cue) in fake.calls]
@@ -88,7 +89,7 @@ def plain_loop(prompts: list[str]) -> list[float]:
 
 
 def cai_judge(records: list[dict], constitution, batch_size: int, parallel: int) -> dict:
-    engine = LlamaCppEngine(MODEL, n_ctx=4096, n_threads=THREADS, n_parallel=parallel)
+    engine = LlamaCppEngine(MODEL, EngineOptions(ctx=4096, threads=THREADS, parallel=parallel))
     try:
         start = time.perf_counter()
         out = list(judge(records, [engine], constitution, JudgeSettings(), batch_size=batch_size))

@@ -46,6 +46,9 @@ FEW_SHOT_KEYS = {"prompt", "response", "principle", "critique_request", "critiqu
 
 @dataclass(frozen=True)
 class CritiqueRevisionPrinciple:
+    """One critique request and its matching revision request (a ``critique_revision`` entry);
+    ``weight`` is its sampling weight."""
+
     id: str
     critique: str
     revision: str
@@ -54,6 +57,9 @@ class CritiqueRevisionPrinciple:
 
 @dataclass(frozen=True)
 class JudgePrinciple:
+    """A multiple-choice question for comparing two answers (a ``judge`` entry); ``weight`` is its
+    sampling weight."""
+
     id: str
     text: str
     weight: float = 1.0
@@ -61,6 +67,9 @@ class JudgePrinciple:
 
 @dataclass(frozen=True)
 class FewShotExample:
+    """A worked critique/revision example shown before every critique and revision, with its
+    request texts resolved (from its principle when it names one)."""
+
     prompt: str
     response: str
     critique_request: str
@@ -83,6 +92,9 @@ class JudgeExample:
 
 @dataclass
 class Constitution:
+    """A validated constitution: principle pairs, judge principles and worked examples; ``path`` is
+    where it was read from, for error messages."""
+
     name: str
     critique_revision: list[CritiqueRevisionPrinciple]
     judge: list[JudgePrinciple] = field(default_factory=list)
@@ -161,6 +173,8 @@ def find_constitution(name_or_path: str) -> Path:
 
 
 def load_constitution(name_or_path: str) -> Constitution:
+    """Read and validate a constitution file, or a bundled one by name (see ``find_constitution``);
+    ConstitutionError naming the file (and line) when it is missing, unreadable or invalid."""
     path = find_constitution(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

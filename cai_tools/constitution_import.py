@@ -21,6 +21,8 @@ from .errors import ConstitutionError
 
 
 def detect_format(data: object) -> str:
+    """Which public format parsed JSON is in: "llm-swarm", "anthropic-critique-revision",
+    "anthropic-judge", or "unknown"."""
     if isinstance(data, dict) and "constitutions" in data:
         return "llm-swarm"
     if isinstance(data, dict) and data and all(

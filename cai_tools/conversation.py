@@ -50,6 +50,8 @@ def prompt_text(record: dict) -> str:
 
 
 def with_system(messages: list[Message], system: str | None) -> list[Message]:
+    """``messages`` with a ``system`` turn put first, unless ``system`` is empty or the
+    conversation already starts with a system turn (then ``messages`` as given)."""
     if not system or (messages and messages[0]["role"] == "system"):
         return messages
     return [{"role": "system", "content": system}, *messages]

@@ -140,6 +140,8 @@ _PER_TOKEN = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type")
 
 
 def check_types(path: str | os.PathLike, meta: dict[str, Value], expected: dict) -> None:
+    """ModelError naming ``path`` and the key when a key of ``expected`` (key -> (type, element
+    type or None)) is in ``meta`` with another type; absent keys pass."""
     for key, (vtype, elem) in expected.items():
         v = meta.get(key)
         if v is None:
@@ -164,6 +166,8 @@ def check_model_metadata(path: str | os.PathLike) -> dict[str, Value]:
 
 
 def check_adapter_metadata(path: str | os.PathLike) -> dict[str, Value]:
+    """The metadata of a LoRA adapter GGUF, after checking the types of the keys llama.cpp reads
+    (``ADAPTER_KEYS``); ModelError on a bad file."""
     meta = read_metadata(path)
     check_types(path, meta, ADAPTER_KEYS)
     return meta

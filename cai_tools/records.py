@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
@@ -156,6 +157,8 @@ def error_of(record: dict) -> dict | None:
 
 
 def with_error(record: dict, step: str, message: str) -> dict:
+    """A copy of ``record`` with ``_cai.error`` set to ``{step, message}`` (how ``--on-error skip``
+    writes a record a step could not process)."""
     out = copy_record(record)
     meta = dict(out.get(CAI_KEY) or {})
     meta["error"] = {"step": step, "message": message}
@@ -236,11 +239,18 @@ class Batcher:
             yield batch
 
 
+class OnError(str, Enum):
+    """What a step does with a record it cannot process."""
+
+    fail = "fail"   # stop, after writing the records before it
+    skip = "skip"   # write it with _cai.error and go on
+
+
 def process_in_batches(
     records: Iterable[dict],
     batch_size: int,
     step: str,
-    on_error: str,
+    on_error: OnError,
     handle_batch: Callable[[list[dict]], list[dict | list[dict] | RecordError]],
 ) -> Iterator[dict]:
     """Run ``handle_batch`` over batches, keeping order and the error policy.
@@ -260,7 +270,7 @@ def process_in_batches(
                 continue
             result = next(results)
             if isinstance(result, RecordError):
-                if on_error == "skip":
+                if on_error == OnError.skip:
                     yield with_error(rec, step, str(result))
                     continue
                 raise result
@@ -270,7 +280,48 @@ def process_in_batches(
                 yield result
 
 
+@dataclass
+class Pending:
+    """One record's share of a batch call: the output record being built, the work items the
+    call gets for it (chats to answer, conversations to score; none: no call needed), and
+    what ``finish`` needs back when the results come (named, not a positional tuple)."""
+
+    out: dict
+    work: list
+    state: dict = field(default_factory=dict)
+
+
+def each_record(batch: list[dict], prepare: Callable[[dict], Pending],
+                call: Callable[[list], list], finish: Callable[[Pending, list], Any]) -> list:
+    """The per-record skeleton of a step's batch: ``prepare(record)`` (a RecordError it raises
+    is that record's result), one ``call`` over every record's work items together (a
+    RecordError in an item's place fails its record), then ``finish(pending, results)`` per
+    record, in input order."""
+    prepared: list[Pending | RecordError] = []
+    for rec in batch:
+        try:
+            prepared.append(prepare(rec))
+        except RecordError as exc:
+            prepared.append(exc)
+    work = [item for p in prepared if isinstance(p, Pending) for item in p.work]
+    results = iter(call(work) if work else [])
+    finished = []
+    for p in prepared:
+        if isinstance(p, RecordError):
+            finished.append(p)
+            continue
+        mine = [next(results) for _ in p.work]
+        failed = next((r for r in mine if isinstance(r, RecordError)), None)
+        if failed is not None:
+            finished.append(failed if failed.where else RecordError(failed.message, where=where(p.out)))
+            continue
+        finished.append(finish(p, mine))
+    return finished
+
+
 def require_text(record: dict, field: str) -> str:
+    """The string in ``record[field]``; RecordError naming the record when it is missing or not a
+    string (an empty string passes)."""
     value = record.get(field)
     if value is None:
         raise RecordError(f"missing field '{field}'", where=where(record))

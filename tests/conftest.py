@@ -26,9 +26,10 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def llama_engine(model_path):
+    from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 
-    engine = LlamaCppEngine(str(model_path), n_ctx=2048)
+    engine = LlamaCppEngine(str(model_path), EngineOptions(ctx=2048))
     yield engine
     engine.close()
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cai_tools.engines.base import Generation, ItemError, SamplingParams
+from cai_tools.engines.base import EngineOptions, Generation, ItemError, SamplingParams
 from cai_tools.engines.llama_batched import BatchedDecoder, common_prefix_len
 
 VOCAB = 50
@@ -135,7 +135,7 @@ def make_decoder(n_parallel=3, n_batch=16, ctx=64, reuse_kv=True, lib=None):
     lib = lib or FakeLlama()
     model = SimpleNamespace(L=lib, model=object(), n_vocab=VOCAB, is_eog=lambda t: t == EOG,
                             piece=lambda t: f"<{t}>".encode())
-    return BatchedDecoder(model, n_ctx_per_seq=ctx, n_parallel=n_parallel, n_batch=n_batch,
+    return BatchedDecoder(model, EngineOptions(ctx=ctx, parallel=n_parallel), n_batch=n_batch,
                           reuse_kv=reuse_kv), lib
 
 

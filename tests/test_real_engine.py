@@ -7,6 +7,7 @@ import math
 import pytest
 
 from cai_tools.engines.base import Generation, ItemError, SamplingParams
+from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 from cai_tools.sl.prompts import critique_chat
 
@@ -35,7 +36,7 @@ def test_prefix_reuse_gives_the_same_text_as_without(model_path, harmless):
     params = [SamplingParams(max_tokens=24, temperature=0.0)] * 4
     texts = {}
     for share in (True, False):
-        with LlamaCppEngine(str(model_path), n_ctx=2048, n_parallel=1) as engine:
+        with LlamaCppEngine(str(model_path), EngineOptions(ctx=2048, parallel=1)) as engine:
             engine.decoder.reuse_kv = share
             texts[share] = [g.text for g in engine.generate(chats, params)]
             reused = engine.decoder.stats["prefix_reused"]
@@ -45,7 +46,7 @@ def test_prefix_reuse_gives_the_same_text_as_without(model_path, harmless):
 
 def test_an_items_seed_not_its_neighbours_decides_its_text(model_path):
     target = chat("Name a colour and a fruit.")
-    with LlamaCppEngine(str(model_path), n_ctx=1024, n_parallel=1) as engine:
+    with LlamaCppEngine(str(model_path), EngineOptions(ctx=1024, parallel=1)) as engine:
         alone = engine.generate([target], [SamplingParams(max_tokens=16, seed=5)])[0].text
         crowd = engine.generate([chat("Hello"), target, chat("Bye")],
                                 [SamplingParams(max_tokens=16, seed=s) for s in (1, 5, 2)])[1].text
@@ -71,7 +72,7 @@ def test_choice_logprobs_batched_agrees_with_one_at_a_time(model_path):
     qs = [chat(f"Question {i}: which is safer?\n(A) wear a helmet\n(B) ride blindfolded\n"
                "Answer with (A) or (B).") for i in range(5)]
     opts = [["(A)", "(B)"]] * 5
-    with LlamaCppEngine(str(model_path), n_ctx=1024, n_parallel=4) as engine:
+    with LlamaCppEngine(str(model_path), EngineOptions(ctx=1024, parallel=4)) as engine:
         batched = engine.choice_logprobs(qs, opts, cue="The answer is: ")
         single = [engine.choice_logprobs([q], [o], cue="The answer is: ")[0] for q, o in zip(qs, opts)]
     for b, s in zip(batched, single):
@@ -91,8 +92,8 @@ def test_on_disk_prefix_cache_starts_warm_with_the_same_results(model_path, harm
     params = [SamplingParams(max_tokens=16, temperature=0.0)] * 3
     runs = []
     for _ in range(2):
-        with LlamaCppEngine(str(model_path), n_ctx=2048, n_parallel=2,
-                            prefix_cache=str(tmp_path)) as engine:
+        with LlamaCppEngine(str(model_path), EngineOptions(ctx=2048, parallel=2,
+                                                           prefix_cache=str(tmp_path))) as engine:
             runs.append(([g.text for g in engine.generate(chats, params)], dict(engine.decoder.stats)))
     (cold_texts, cold), (warm_texts, warm) = runs
     assert cold["prefix_from_disk"] == 0 and warm["prefix_from_disk"] > 300

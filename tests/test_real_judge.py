@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 from cai_tools.sl.judge import JudgeSettings, judge
 from conftest import jsonl, parse_jsonl, run_cai
@@ -37,7 +38,7 @@ def test_labels_are_probabilities_and_swapping_gives_the_complement(llama_engine
 
 def test_same_seed_same_labels(model_path, harmless):
     def run():
-        with LlamaCppEngine(str(model_path), n_ctx=2048) as engine:
+        with LlamaCppEngine(str(model_path), EngineOptions(ctx=2048)) as engine:
             return [o["label"] for o in judge(records((SAFE, UNSAFE), ("Hello!", UNSAFE)),
                                               [engine], harmless, JudgeSettings(seed=4))]
     assert run() == run()
@@ -89,7 +90,7 @@ def test_n_varied_comparisons_cost_no_more_than_n_times_one_and_agree(model_path
     recs = [{"id": f"v{i}", "prompt": p, "responses": [a, b]} for i, (p, a, b) in enumerate(VARIED)]
 
     def run(batch):
-        with LlamaCppEngine(str(model_path), n_ctx=2048, n_parallel=3) as engine:
+        with LlamaCppEngine(str(model_path), EngineOptions(ctx=2048, parallel=3)) as engine:
             out = list(judge(batch, [engine], harmless, JudgeSettings(seed=2)))
             return out, engine.decoder.stats["prompt_tokens"], len(engine.decoder.prefix)
 

@@ -53,10 +53,11 @@ def test_revise_rounds_on_the_real_model(llama_engine, harmless):
 
 
 def test_same_seed_same_output_different_seed_differs(model_path, harmless):
+    from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 
     def run(seed):  # a fresh engine per run, as each `cai` invocation has
-        with LlamaCppEngine(str(model_path), n_ctx=2048) as engine:
+        with LlamaCppEngine(str(model_path), EngineOptions(ctx=2048)) as engine:
             answered = list(generate(PROMPTS, engine, sampling=SHORT, seed=seed))
             return list(revise(answered, engine, harmless, rounds=1, sampling=SHORT, seed=seed))
 
@@ -66,9 +67,10 @@ def test_same_seed_same_output_different_seed_differs(model_path, harmless):
 
 
 def test_prompt_longer_than_the_context_is_an_item_error(model_path):
+    from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 
-    with LlamaCppEngine(str(model_path), n_ctx=128) as engine:
+    with LlamaCppEngine(str(model_path), EngineOptions(ctx=128)) as engine:
         long_chat = [{"role": "user", "content": "word " * 400}]
         ok_chat = [{"role": "user", "content": "Hi"}]
         out = engine.generate([long_chat, ok_chat], [SamplingParams(max_tokens=8)] * 2)
@@ -97,6 +99,7 @@ def test_truncated_model_is_an_error_not_a_crash(model_path, tmp_path):
 
 
 def test_gguf_without_chat_template_needs_chat_format(model_path, tmp_path):
+    from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
 
     data = model_path.read_bytes()
@@ -106,6 +109,6 @@ def test_gguf_without_chat_template_needs_chat_format(model_path, tmp_path):
     patched.write_bytes(data.replace(key, b"tokenizer.chat_templatX"))  # same length: key unknown
     with pytest.raises(ModelError, match="no chat template"):
         LlamaCppEngine(str(patched))
-    with LlamaCppEngine(str(patched), chat_format="chatml") as engine:
+    with LlamaCppEngine(str(patched), EngineOptions(chat_format="chatml")) as engine:
         (gen,) = engine.generate([[{"role": "user", "content": "Hi"}]], [SamplingParams(max_tokens=8)])
     assert gen.text.strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..sl import critique as critique_step
 from ..constitution import load_constitution
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
-from .running import Console, cli_errors, run_records
+from .running import Console, cli_errors
 from .step_options import StepOptions, generating_step
 
 
@@ -28,8 +28,7 @@ def critique(
             console.note(f"constitution {const.name} has no few-shot examples; small models "
                          "critique poorly without them")
         with opts.engine(console) as engine:
-            run_records("critique", input, lambda recs: critique_step.critique(
+            opts.run_records("critique", input, lambda recs: critique_step.critique(
                 recs, engine, const, principle_id=principle, seed=opts.seed,
-                sampling=opts.sampling(), batch_size=opts.batch_size,
-                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet,
-                on_error=opts.on_error.value)
+                sampling=opts.sampling, batch_size=opts.batch_size,
+                on_error=opts.on_error))

@@ -11,13 +11,17 @@ import typer
 from ..errors import UsageError
 from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
 from ..train.runs import check_run_folder
-from .options import (CtxOpt, DebugOpt, GpuLayersOpt, MaxTokensOpt, ParallelOpt, QuietOpt, SeedOpt,
-                      TemperatureOpt, ThreadsOpt, TopKOpt, TopPOpt)
+from ..engines.base import EngineOptions
+from ..sl.sampling import Sampling
+from .options import StreamOptions, dataclass_options
 from .running import Console, Progress, check_positive, cli_errors
 
 DATA_DIR = PROJECT_ROOT / "data"
 
 
+@dataclass_options("stream", StreamOptions, names=("quiet", "debug"))
+@dataclass_options("engine_options", EngineOptions, names=("ctx", "n_gpu_layers", "threads", "parallel"))
+@dataclass_options("sampling", Sampling, defaults={"max_tokens": 96})
 def eval_(
     model: Annotated[List[str], typer.Option(
         "--model", "-m", help="A model to evaluate, NAME=MODEL.gguf or NAME=MODEL.gguf+LORA.gguf "
@@ -43,34 +47,27 @@ def eval_(
     sl: Annotated[Optional[str], typer.Option(
         help="SL-CAI records ('cai revise' output): PM score per revision round (needs --pm).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the Elo intervals.")] = 1000,
-    seed: SeedOpt = 0,
-    temperature: TemperatureOpt = 0.7,
-    top_p: TopPOpt = 0.95,
-    top_k: TopKOpt = 40,
-    max_tokens: MaxTokensOpt = 96,
-    ctx: CtxOpt = 4096,
-    n_gpu_layers: GpuLayersOpt = None,
-    threads: ThreadsOpt = None,
-    parallel: ParallelOpt = 8,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    engine_options: EngineOptions,
+    sampling: Sampling,
+    stream: StreamOptions,
 ) -> None:
     """Answer held-out red-team and helpfulness prompts with every model, judge every pair of
     answers in both orders, and report Elo ratings with intervals, win rates, PM scores and
     refusal rates, with the paper's Fig. 2 and Fig. 5 in miniature (OUT/report.md)."""
+    quiet = stream.quiet
     console = Console("eval", quiet)
-    with cli_errors("eval", debug):
+    with cli_errors("eval", stream.debug):
         from ..constitution import load_constitution
         from ..eval.report import headline_table, write_report
         from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
                                 revision_round_conversations, run_eval)
-        from ..sl.sampling import Sampling
-        from ..engines import EngineOptions, open_engine
+        from ..engines import open_engine
 
         specs = [ModelSpec.parse(m) for m in model]
         check_models(specs)
-        for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap), ("--parallel", parallel),
-                            ("--max-tokens", max_tokens)):
+        for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap),
+                            ("--parallel", engine_options.parallel), ("--max-tokens", sampling.max_tokens)):
             check_positive(name, value)
         if sl and not pm:
             raise UsageError("--sl needs --pm: the revision rounds are scored by a preference model")
@@ -81,9 +78,8 @@ def eval_(
                          "helpful": load_constitution(helpful_constitution)}
         prompt_sets = {"harmless": load_eval_prompts(red_team, split or None, limit),
                        "helpful": load_eval_prompts(helpful, split or None, limit)}
-        settings = EvalSettings(seed=seed, sampling=Sampling(max_tokens=max_tokens, temperature=temperature,
-                                                             top_p=top_p, top_k=top_k),
-                                ensemble=ensemble, bootstrap=bootstrap)
+        settings = EvalSettings(seed=sampling.seed, sampling=sampling, ensemble=ensemble,
+                                bootstrap=bootstrap)
         for spec in specs:
             _checked_model(spec.model, spec.lora)
         judge_path = _checked_model(judge_model, announce=console.note, option="--judge")
@@ -99,9 +95,6 @@ def eval_(
                     progress.advance()
             finally:
                 progress.finish(done)
-
-        engine_options = EngineOptions(ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                                       parallel=parallel)
 
         def engine(model_path, lora=None):
             return open_engine(engine_options.with_model(model_path, lora), note=console.note)

@@ -8,7 +8,7 @@ import typer
 
 from ..sl import generate as generate_step
 from .options import InputArg
-from .running import Console, check_positive, cli_errors, run_records
+from .running import Console, check_positive, cli_errors
 from .step_options import StepOptions, generating_step
 
 
@@ -26,7 +26,6 @@ def generate(
     with cli_errors("generate", opts.debug):
         check_positive("-n", n)
         with opts.engine(console) as engine:
-            run_records("generate", input, lambda recs: generate_step.generate(
-                recs, engine, n=n, sampling=opts.sampling(), seed=opts.seed, system=system,
-                batch_size=opts.batch_size, on_error=opts.on_error.value),
-                resume=opts.resume, quiet=opts.quiet, on_error=opts.on_error.value)
+            opts.run_records("generate", input, lambda recs: generate_step.generate(
+                recs, engine, n=n, sampling=opts.sampling, seed=opts.seed, system=system,
+                batch_size=opts.batch_size, on_error=opts.on_error))

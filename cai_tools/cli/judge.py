@@ -11,7 +11,7 @@ from ..constitution import load_constitution
 from ..errors import UsageError
 from ..sl.judge import JudgeSettings, comparison_ids, judge as judge_step
 from .options import ConstitutionOpt, InputArg
-from .running import Console, cli_errors, run_records
+from .running import Console, cli_errors
 from .step_options import StepOptions, generating_step
 
 
@@ -50,11 +50,10 @@ def judge(
         const = load_constitution(constitution)
         settings = JudgeSettings(principle_id=principle, ensemble=ensemble, pairs=pairs.value,
                                  cot=cot, clamp=clamp or ((0.4, 0.6) if cot else None),
-                                 hard=hard, seed=opts.seed, cot_sampling=opts.sampling())
+                                 hard=hard, seed=opts.seed, cot_sampling=opts.sampling)
         if principle:
             const.judge_principle(principle)
         with opts.engines(console) as engines:
-            run_records("judge", input, lambda recs: judge_step(
+            opts.run_records("judge", input, lambda recs: judge_step(
                 recs, engines, const, settings, batch_size=opts.batch_size,
-                on_error=opts.on_error.value), resume=opts.resume, quiet=opts.quiet,
-                on_error=opts.on_error.value, output_ids=lambda rec: comparison_ids(rec, settings))
+                on_error=opts.on_error), output_ids=lambda rec: comparison_ids(rec, settings))

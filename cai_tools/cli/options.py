@@ -1,59 +1,144 @@
-"""The options every subcommand shares, declared once (typer annotations)."""
+"""Command-line options, declared once.
+
+Settings live in dataclasses whose fields carry their help (``option_fields.option``):
+``EngineOptions`` and ``Sampling`` in the library, ``StreamOptions`` here, each training
+step's config. ``@dataclass_options(arg, Cls)`` turns those fields into typer options on a
+command and hands the command one ``Cls`` built from them, so a default or a help text is
+written in one place and ``--help`` shows the real one.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
+import dataclasses
+import functools
+import inspect
+import typing
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..option_fields import option, option_metadata
+from ..records import OnError
 
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
 
+@dataclass
+class StreamOptions:
+    """How a record-stream step resumes, treats bad records and reports."""
+
+    resume: Path | None = option(
+        None, "Output file of an interrupted run: records whose id is in it are skipped, so "
+              "'cai STEP --resume out.jsonl >> out.jsonl' continues it.")
+    on_error: OnError = option(
+        OnError.fail, "fail: stop at the first bad record; skip: write it with _cai.error and go on.")
+    quiet: bool = option(False, "No progress or notes on stderr.", flags=("--quiet", "-q"))
+    debug: bool = option(False, "Show tracebacks.")
+
+    def run_records(self, step: str, input_path: str, transform, **how) -> int:
+        """``running.run_records`` with these options (``how``: its ``output_ids``)."""
+        from .running import run_records
+
+        return run_records(step, input_path, transform, resume=self.resume, quiet=self.quiet,
+                           on_error=self.on_error, **how)
+
+
+def field_annotation(cls, name: str, *, given_only: bool = False, default=MISSING):
+    """The typer annotation of option field ``cls.name``. ``given_only``: the option is
+    Optional with a None default (so a config file may fill it) and its help shows the
+    dataclass's default."""
+    meta = option_metadata(cls, name)
+    kind = typing.get_type_hints(cls)[name]
+    help_text = meta["help"]
+    if given_only:
+        shown = meta.get("default_help")
+        if shown is None and default not in (MISSING, None, "", []):
+            shown = default
+        if shown is not None:
+            help_text = f"{help_text} (default: {shown})"
+        kind = Optional[kind]
+    return Annotated[kind, typer.Option(*meta["flags"], help=help_text, envvar=meta["envvar"])]
+
+
+def _default(field: dataclasses.Field):
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    return MISSING
+
+
+def _leaves(cls, names=None) -> dict[str, tuple[type, dataclasses.Field]]:
+    """Option fields of ``cls``, the fields of nested option dataclasses flattened into it."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, tuple[type, dataclasses.Field]] = {}
+    inherited = {f.name for base in cls.__bases__ if dataclasses.is_dataclass(base)
+                 for f in dataclasses.fields(base)}
+    # Options a class adds first, then those it inherits (the shared ones close --help).
+    for field in sorted(dataclasses.fields(cls), key=lambda f: f.name in inherited):
+        if dataclasses.is_dataclass(hints[field.name]):
+            found.update(_leaves(hints[field.name]))
+        elif option_metadata(cls, field.name) is not None:
+            found[field.name] = (cls, field)
+    if names is not None:
+        found = {name: found[name] for name in names}
+    return found
+
+
+def _build(cls, values: dict):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            kwargs[field.name] = _build(hints[field.name], values)
+        elif field.name in values:
+            kwargs[field.name] = values[field.name]
+    return cls(**kwargs)
+
+
+def dataclass_options(arg: str, cls, *, names=None, defaults: dict | None = None,
+                      annotations: dict | None = None, given_only: bool = False):
+    """Decorate a command ``fn(..., arg)``: the option fields of ``cls`` (all, or ``names``)
+    join fn's own options, and fn gets ``arg=cls(...)`` built from them. ``defaults``
+    overrides the dataclass's defaults for this command, ``annotations`` an option's typer
+    annotation; ``given_only`` hands fn a dict of the options given (None: not given)."""
+    leaves = _leaves(cls, names)
+    defaults, annotations = defaults or {}, annotations or {}
+
+    def parameter(name: str) -> inspect.Parameter:
+        owner, field = leaves[name]
+        default = defaults.get(name, _default(field))
+        annotation = annotations.get(name) or field_annotation(owner, name, given_only=given_only,
+                                                               default=default)
+        shown = None if given_only else (... if default is MISSING else default)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=shown,
+                                 annotation=annotation)
+
+    def decorate(fn):
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != arg]
+        params = own + [parameter(name) for name in leaves]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            values = {name: kwargs.pop(name) for name in leaves}
+            return fn(**kwargs, **{arg: values if given_only else _build(cls, values)})
+
+        command.__signature__ = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 InputArg = Annotated[str, typer.Argument(help="Input JSONL file, or - for stdin.")]
-ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="GGUF model file (default: the bundled SmolLM2-135M-Instruct).")]
-ServerOpt = Annotated[Optional[str], typer.Option(
-    help="Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the "
-         "served model's name. Or pass the URL as --model. API key: $CAI_API_KEY.")]
-PrefixCacheOpt = Annotated[Optional[str], typer.Option(
-    envvar="CAI_PREFIX_CACHE",
-    help="Folder for an on-disk cache of shared prompt prefixes (system prompt, few-shot "
-         "examples), so later runs and pipe stages start warm.")]
-LoraOpt = Annotated[Optional[str], typer.Option(
-    help="LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")]
-LoraScaleOpt = Annotated[float, typer.Option(help="Strength of the --lora adapter (1 = as trained).")]
-SeedOpt = Annotated[int, typer.Option(help="Run seed; every record gets its own seed from it.")]
-TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
-TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
-TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample among the K likeliest tokens (0: all).")]
-MaxTokensOpt = Annotated[int, typer.Option(help="Most new tokens per answer.")]
-CtxOpt = Annotated[int, typer.Option("--ctx", help="Context length per sequence, in tokens.")]
-GpuLayersOpt = Annotated[Optional[int], typer.Option(
-    "--n-gpu-layers", help="Layers to offload to the GPU (default: all when llama.cpp has a GPU "
-                           "backend, else 0).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")]
-ChatFormatOpt = Annotated[Optional[str], typer.Option(
-    help="Chat format for a GGUF without a chat template: a llama-cpp-python name "
-         "(chatml, llama-2, ...) or a Jinja template file.")]
-BatchOpt = Annotated[int, typer.Option(
-    help="Records handed to the engine at once (output is written per batch, in input order).")]
-ParallelOpt = Annotated[int, typer.Option(
-    help="Sequences llama.cpp decodes at once (continuous batching; KV memory grows with it).")]
-ResumeOpt = Annotated[Optional[Path], typer.Option(
-    help="Output file of an interrupted run: records whose id is in it are skipped, so "
-         "'cai STEP --resume out.jsonl >> out.jsonl' continues it.")]
-OnErrorOpt = Annotated[OnError, typer.Option(
-    help="fail: stop at the first bad record; skip: write it with _cai.error and go on.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
-DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks.")]
+QuietOpt = field_annotation(StreamOptions, "quiet")
+DebugOpt = field_annotation(StreamOptions, "debug")
 ConstitutionOpt = Annotated[str, typer.Option(
     "--constitution", "-c", help="Constitution YAML file, or a bundled name (harmless, "
                                  "medical_assistant, customer_service).")]
 PrincipleOpt = Annotated[Optional[str], typer.Option(
     help="Use this principle id every round instead of sampling one.")]
+
+__all__ = ["ConstitutionOpt", "DebugOpt", "InputArg", "OnError", "PrincipleOpt", "QuietOpt",
+           "StreamOptions", "dataclass_options", "field_annotation"]

@@ -9,7 +9,7 @@ import typer
 from ..sl import revise as revise_step
 from ..constitution import load_constitution
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
-from .running import Console, check_positive, cli_errors, run_records
+from .running import Console, check_positive, cli_errors
 from .step_options import StepOptions, generating_step
 
 
@@ -36,8 +36,7 @@ def revise(
         if principle:
             const.principle(principle)
         with opts.engine(console) as engine:
-            run_records("revise", input, lambda recs: revise_step.revise(
+            opts.run_records("revise", input, lambda recs: revise_step.revise(
                 recs, engine, const, rounds=rounds, principle_id=principle,
-                until_clean=until_clean, seed=opts.seed, sampling=opts.sampling(),
-                batch_size=opts.batch_size, on_error=opts.on_error.value),
-                resume=opts.resume, quiet=opts.quiet, on_error=opts.on_error.value)
+                until_clean=until_clean, seed=opts.seed, sampling=opts.sampling,
+                batch_size=opts.batch_size, on_error=opts.on_error))

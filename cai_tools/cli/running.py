@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 import typer
 
 from ..errors import CaiError, UsageError
-from ..records import RecordWriter, error_of, read_done_ids, read_records
+from ..records import OnError, RecordWriter, error_of, read_done_ids, read_records
 
 
 @dataclass
@@ -152,20 +152,21 @@ def _own_id(record: dict) -> list[str]:
 
 
 def run_records(step: str, input_path: str, transform: Callable[[Iterable[dict]], Iterable[dict]],
-                *, resume: Path | None = None, quiet: bool = False, on_error: str = "fail",
+                *, resume: Path | None = None, quiet: bool = False,
+                on_error: OnError = OnError.fail,
                 output_ids: Callable[[dict], list[str]] = _own_id) -> int:
     """Read, transform, write records with progress; returns the number written.
 
     Resume matches the ids already in the output against ``output_ids(record)``, the ids
     the step writes for an input record (its own id, except for steps like judge that make
     several records from one); an output record already there is not written twice.
-    With ``on_error='skip'`` an unreadable input line becomes an error record too.
+    With ``on_error=OnError.skip`` an unreadable input line becomes an error record too.
     """
     console = Console(step, quiet)
     out = RecordWriter(stdout_bytes())
     if input_path == "-" and sys.stdin is not None and sys.stdin.isatty():
         console.note("reading JSONL records from stdin (end with Ctrl-D; or pass a file)")
-    records: Iterable[dict] = read_records(input_path, bad_lines_as=step if on_error == "skip" else None)
+    records: Iterable[dict] = read_records(input_path, bad_lines_as=step if on_error == OnError.skip else None)
     total = count_lines(input_path)
     done: set[str] = set()
     if resume is not None:

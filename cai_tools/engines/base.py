@@ -7,8 +7,11 @@ its slot as an ``ItemError`` instead of failing the batch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
+
+from ..option_fields import option
 
 Message = dict
 
@@ -18,11 +21,11 @@ class SamplingParams:
     """How to sample: the user's options for a whole step (``Sampling`` in the steps), and
     with a per-record ``seed`` (``params(seed)``) what one engine call gets."""
 
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    seed: int = 0
+    max_tokens: int = option(256, "Most new tokens per answer.")
+    temperature: float = option(0.7, "Sampling temperature (0 = greedy).")
+    top_p: float = option(0.95, "Nucleus sampling mass.")
+    top_k: int = option(40, "Sample among the K likeliest tokens (0: all).")
+    seed: int = option(0, "Run seed; every record gets its own seed from it.")
     stop: tuple[str, ...] = ()
 
     def params(self, seed: int) -> "SamplingParams":
@@ -35,8 +38,40 @@ class SamplingParams:
                 "top_p": self.top_p, "top_k": self.top_k}
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which model to run and how: filled once by the CLI and passed whole to the engine."""
+
+    model: str | None = option(
+        None, "GGUF model file (default: the bundled SmolLM2-135M-Instruct).", flags=("--model", "-m"))
+    server: str | None = option(
+        None, "Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the "
+              "served model's name. Or pass the URL as --model. API key: $CAI_API_KEY.")
+    lora: str | None = option(
+        None, "LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")
+    lora_scale: float = option(1.0, "Strength of the --lora adapter (1 = as trained).")
+    ctx: int = option(4096, "Context length per sequence, in tokens.", flags=("--ctx",))
+    n_gpu_layers: int | None = option(
+        None, "Layers to offload to the GPU (default: all when llama.cpp has a GPU backend, else 0).")
+    threads: int | None = option(None, "CPU threads (default: all cores).")
+    parallel: int = option(
+        8, "Sequences llama.cpp decodes at once (continuous batching; KV memory grows with it).")
+    prefix_cache: str | None = option(
+        None, "Folder for an on-disk cache of shared prompt prefixes (system prompt, few-shot "
+              "examples), so later runs and pipe stages start warm.", envvar="CAI_PREFIX_CACHE")
+    chat_format: str | None = option(
+        None, "Chat format for a GGUF without a chat template: a llama-cpp-python name "
+              "(chatml, llama-2, ...) or a Jinja template file.")
+
+    def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":
+        return dataclasses.replace(self, model=model, lora=lora)
+
+
 @dataclass
 class Generation:
+    """One completion: its text, the prompt and completion token counts, and why it stopped
+    ("stop", "length" at ``max_tokens``, or what a server reports)."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -45,6 +80,9 @@ class Generation:
 
 @dataclass
 class ItemError:
+    """One item's failure (a prompt longer than the context, say), returned in its slot instead
+    of a result so the rest of the batch still counts."""
+
     message: str
 
 
@@ -63,6 +101,9 @@ class EngineInfo:
 
 
 class Engine(Protocol):
+    """What every backend provides: ``info`` for provenance, batched ``generate`` and
+    ``choice_logprobs`` (an item's failure comes back as an ItemError in its slot), and ``close``."""
+
     info: EngineInfo
 
     def generate(

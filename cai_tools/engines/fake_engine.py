@@ -15,6 +15,10 @@ from .base import EngineInfo, Generation, ItemError, Message, SamplingParams
 
 
 class FakeEngine:
+    """The deterministic test engine (no model): replies hash chat and seed, or come from
+    ``responder(chat, params)``; a chat over ``max_prompt_chars`` characters is an ItemError.
+    Every call is kept in ``calls`` and every batch size in ``batch_sizes``."""
+
     def __init__(self, responder: Callable[[list[Message], SamplingParams], str] | None = None,
                  max_prompt_chars: int = 100_000,
                  chooser: Callable[[list[Message], list[str]], list[float]] | None = None):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import ModelError
-from .base import Generation, ItemError, SamplingParams
+from .base import EngineOptions, Generation, ItemError, SamplingParams
 from .llama_native import NativeModel
 
 
@@ -45,6 +45,7 @@ class _Slot:
 
 
 def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all of ``seqs`` share (0 when there are none)."""
     if not seqs:
         return 0
     first, n = seqs[0], min(len(s) for s in seqs)
@@ -59,12 +60,19 @@ CPU_UBATCH = 128
 
 
 class BatchedDecoder:
-    def __init__(self, model: NativeModel, *, n_ctx_per_seq: int, n_parallel: int,
-                 n_batch: int = 512, n_threads: int | None = None, on_gpu: bool = False,
-                 reuse_kv: bool = True, prefix_cache: str | None = None, cache_key: str = "",
+    """Continuous batching with shared prefixes on one llama.cpp context (see the module docstring):
+    ``generate`` samples a completion per token-id prompt, ``score`` reads log-probabilities of
+    continuations."""
+
+    def __init__(self, model: NativeModel, options: EngineOptions, *, n_batch: int = 512,
+                 on_gpu: bool = False, reuse_kv: bool = True, cache_key: str = "",
                  lora: tuple[object, float] | None = None):
+        """A decoding context for ``model`` with ``options.parallel`` slots of ``options.ctx``
+        tokens each; ``lora`` is a loaded adapter and its scale."""
         L = self.L = model.L
         self.model = model
+        n_parallel, n_ctx_per_seq, prefix_cache = options.parallel, options.ctx, options.prefix_cache
+        n_threads = options.threads or os.cpu_count()
         self.n_parallel = n_parallel
         self.n_ctx_per_seq = n_ctx_per_seq
         self.prefix_seq = n_parallel  # slots use 0..n_parallel-1
@@ -86,8 +94,7 @@ class BatchedDecoder:
             # margins by up to 0.3 nats between batched and single scoring, against < 0.03
             # without it, for ~10 % more prompt speed. Labels matter more.
             params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        if n_threads:
-            params.n_threads = params.n_threads_batch = n_threads
+        params.n_threads = params.n_threads_batch = n_threads
         self.ctx = L.llama_init_from_model(model.model, params)
         if not self.ctx:
             raise ModelError(f"llama.cpp could not create a context of {params.n_ctx} tokens "

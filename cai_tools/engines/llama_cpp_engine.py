@@ -8,17 +8,14 @@ batched with a shared prefix (see ``llama_batched``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import ModelError
 from ..model_files import check_gguf_file, fingerprint
-from .base import EngineInfo, ItemError, Message, SamplingParams
+from .base import EngineInfo, EngineOptions, ItemError, Message, SamplingParams
 from .llama_batched import BatchedDecoder, common_prefix_len
 from .llama_native import NativeModel
-
-DEFAULT_PARALLEL = 8
 
 
 def _named_formatter(name: str):
@@ -34,14 +31,17 @@ def _named_formatter(name: str):
 
 
 class LlamaCppEngine:
-    def __init__(self, model_path: str, *, n_ctx: int = 4096, n_gpu_layers: int | None = None,
-                 n_threads: int | None = None, chat_format: str | None = None,
-                 n_parallel: int = DEFAULT_PARALLEL, prefix_cache: str | None = None,
-                 lora: str | None = None, lora_scale: float = 1.0):
+    """The engine for a local GGUF model: chats are rendered with the model's chat template (or
+    ``chat_format``), tokenized and decoded in batches by a ``BatchedDecoder``."""
+
+    def __init__(self, model_path: str, options: EngineOptions = EngineOptions()):
+        """Load ``model_path`` (and ``options.lora``) for batched decoding; ``options.model``
+        is not consulted (``open_engine`` resolves it to ``model_path``)."""
         path = check_gguf_file(model_path)
         import llama_cpp
         from llama_cpp import llama_chat_format as cf
 
+        n_gpu_layers, chat_format, lora = options.n_gpu_layers, options.chat_format, options.lora
         if n_gpu_layers is None:
             n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
         self.decoder = None
@@ -60,27 +60,24 @@ class LlamaCppEngine:
             else:
                 raise ModelError(f"{path} has no chat template in its metadata; pass "
                                  "--chat-format (e.g. chatml, llama-2, or a Jinja template file)")
-            self.n_ctx = n_ctx
+            self.n_ctx = options.ctx
             model_id = fingerprint(path)
             adapter = None
             if lora:
                 from ..model_files import check_lora_file
 
                 check_lora_file(lora, path)
-                adapter = (self.model.load_lora(str(lora)), lora_scale)
-                model_id += f"+{fingerprint(lora)}*{lora_scale}"
-            self.decoder = BatchedDecoder(self.model, n_ctx_per_seq=n_ctx, n_parallel=n_parallel,
-                                          n_threads=n_threads or os.cpu_count(),
-                                          on_gpu=n_gpu_layers != 0,
-                                          prefix_cache=prefix_cache,
+                adapter = (self.model.load_lora(str(lora)), options.lora_scale)
+                model_id += f"+{fingerprint(lora)}*{options.lora_scale}"
+            self.decoder = BatchedDecoder(self.model, options, on_gpu=n_gpu_layers != 0,
                                           cache_key=f"{model_id}:{n_gpu_layers}", lora=adapter)
         except BaseException:
             self.close()
             raise
         self.info = EngineInfo(backend="llama.cpp", model=path.name, fingerprint=model_id,
-                               options={"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers,
+                               options={"n_ctx": options.ctx, "n_gpu_layers": n_gpu_layers,
                                         "chat_format": chat_format or "gguf",
-                                        **({"lora": Path(lora).name, "lora_scale": lora_scale}
+                                        **({"lora": Path(lora).name, "lora_scale": options.lora_scale}
                                            if lora else {})})
 
     def render(self, chat: list[Message]) -> tuple[list[int], list[str]]:

@@ -68,6 +68,9 @@ class _Aborted(Exception):
 
 
 class OpenAIHttpEngine:
+    """The engine for an OpenAI-compatible server: one /chat/completions request per chat,
+    ``parallel`` in flight; without ``model_name``, the first model the server lists at /models."""
+
     def __init__(self, base_url: str, model_name: str | None = None, *, parallel: int = 4,
                  timeout: float = 120.0, retries: int = 4, backoff: float = 1.0,
                  api_key_env: str = "CAI_API_KEY"):

@@ -8,33 +8,12 @@ else as a GGUF file for llama.cpp (the bundled default model when none is named)
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Callable
 
-from .base import Engine
+from .base import Engine, EngineOptions
 from ..errors import UsageError
 
 _URL_SCHEMES = ("http://", "https://")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Which model to run and how; filled once by the CLI and passed whole to the engine."""
-
-    model: str | None = None            # GGUF path, server URL, registered name; None: default
-    server: str | None = None           # base URL of a server; ``model`` is then its model name
-    lora: str | None = None             # LoRA adapter GGUF for a local model
-    lora_scale: float = 1.0
-    ctx: int = 4096                     # context per sequence, in tokens
-    n_gpu_layers: int | None = None     # None: all when llama.cpp has a GPU backend
-    threads: int | None = None          # None: all cores
-    parallel: int = 8                   # sequences decoded at once / requests in flight
-    prefix_cache: str | None = None     # folder for the on-disk KV prefix cache
-    chat_format: str | None = None      # for a GGUF without a chat template
-
-    def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":
-        return dataclasses.replace(self, model=model, lora=lora)
 
 
 EngineFactory = Callable[[EngineOptions], Engine]
@@ -47,6 +26,7 @@ def register_engine(name: str, factory: EngineFactory) -> None:
 
 
 def registered(name: str | None) -> bool:
+    """Whether ``name`` is a registered engine (such as ``fake``) that ``open_engine`` opens itself."""
     return name in _REGISTRY
 
 
@@ -77,10 +57,7 @@ def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _ms
     from ..model_files import resolve_model
 
     path = resolve_model(model, announce=note)
-    return LlamaCppEngine(path, n_ctx=options.ctx, n_gpu_layers=options.n_gpu_layers,
-                          n_threads=options.threads, chat_format=options.chat_format,
-                          n_parallel=options.parallel, prefix_cache=options.prefix_cache,
-                          lora=options.lora, lora_scale=options.lora_scale)
+    return LlamaCppEngine(path, options)
 
 
 def _open_server(server: str, model: str | None, options: EngineOptions,

@@ -58,6 +58,8 @@ def plot_elo(summary: dict, path: Path) -> bool:
 
 
 def plot_pm_rounds(summary: dict, path: Path) -> bool:
+    """The PM score of SL-CAI data per revision round (mean ± s.e.) as a PNG at ``path``; False
+    when the summary has no ``pm_by_round``."""
     rounds = summary.get("pm_by_round")
     if not rounds:
         return False
@@ -82,6 +84,8 @@ def _f(value, digits=0, signed=True) -> str:
 
 
 def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluation") -> str:
+    """The report's markdown: the headline table per model, the win rates per axis, the PM score per
+    revision round, and links to the figures ``figures`` marks as drawn."""
     names = summary["models"]
     pm = summary["per_model"]
     level = round(summary["confidence_level"] * 100)
@@ -159,6 +163,8 @@ def _pct(value) -> str:
 
 
 def write_report(summary: dict, out_dir: Path) -> Path:
+    """Draw both figures and write ``report.md`` into ``out_dir`` (which must exist); returns
+    the report's path."""
     figures = {FIG_ELO: plot_elo(summary, out_dir / FIG_ELO),
                FIG_ROUNDS: plot_pm_rounds(summary, out_dir / FIG_ROUNDS)}
     report = out_dir / "report.md"

@@ -77,6 +77,9 @@ class ModelSpec:
 
 @dataclass
 class EvalSettings:
+    """Options of one evaluation: the answers' seed and sampling, judge principles per comparison
+    (``ensemble``), batch size, and the bootstrap's resamples and confidence level."""
+
     seed: int = 0
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=96))
     ensemble: int = 1
@@ -282,6 +285,7 @@ def _mean_sem(values: Sequence[float]) -> dict:
 
 
 def check_models(models: Sequence[ModelSpec]) -> None:
+    """UsageError unless there are at least two models, each with its own name."""
     if len(models) < 2:
         raise UsageError("eval compares two or more models: repeat --model NAME=MODEL.gguf[+LORA.gguf]")
     names = [m.name for m in models]

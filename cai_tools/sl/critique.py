@@ -15,13 +15,15 @@ from ..constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
-                       require_text, where)
+from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
+                       process_in_batches, record_seed, require_text, where)
 from .prompts import clean_critique, critique_chat, critique_is_clean
-from .sampling import Pending, Sampling, answer_pending
+from .sampling import Sampling, answer_chats
 
 
 def history_of(record: dict) -> list[dict]:
+    """The record's critique/revision rounds (``history``; [] when absent); RecordError when it
+    is not a list of objects."""
     hist = record.get("history", [])
     if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
         raise RecordError("field 'history' must be a list of objects", where=where(record))
@@ -37,16 +39,12 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
                    principle_id: str | None, seed: int, sampling: Sampling) -> list[dict | RecordError]:
     """Append one critique round to each record (the work of one ``critique`` call)."""
     pinned = constitution.principle(principle_id) if principle_id else None
-    prepared: list[Pending | RecordError] = []
-    for rec in batch:
-        try:
-            messages, response, history = answered_conversation(rec)
-            if history and "revision" not in history[-1]:
-                raise RecordError("the last critique has no revision yet: run 'cai revise' "
-                                  "before critiquing again", where=where(rec))
-        except RecordError as exc:
-            prepared.append(exc)
-            continue
+
+    def prepare(rec: dict) -> Pending:
+        messages, response, history = answered_conversation(rec)
+        if history and "revision" not in history[-1]:
+            raise RecordError("the last critique has no revision yet: run 'cai revise' "
+                              "before critiquing again", where=where(rec))
         out = copy_record(rec)
         out.setdefault("id", content_id(rec))
         round_no = len(history) + 1
@@ -54,11 +52,11 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
             random.Random(record_seed(seed, out["id"], "principle", round_no)))
         chat = critique_chat(constitution, messages, response, principle.critique)
         params = sampling.params(record_seed(seed, out["id"], "critique", round_no))
-        prepared.append(Pending(out, chat, params, {"history": history, "round": round_no,
-                                                     "principle": principle}))
+        return Pending(out, [(chat, params)], {"history": history, "round": round_no,
+                                                "principle": principle})
 
-    def finish(p: Pending, answer) -> dict:
-        text = clean_critique(answer.text)
+    def finish(p: Pending, answers: list) -> dict:
+        text = clean_critique(answers[0].text)
         principle = p.state["principle"]
         entry = {"round": p.state["round"], "principle": principle.id,
                  "critique_request": principle.critique, "critique": text}
@@ -67,12 +65,15 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
         p.out["history"] = [*p.state["history"], entry]
         return p.out
 
-    return answer_pending(engine, prepared, finish)
+    return each_record(batch, prepare, answer_chats(engine), finish)
 
 
 def critique(records: Iterable[dict], engine: Engine, constitution: Constitution, *,
              principle_id: str | None = None, seed: int = 0, sampling: Sampling = Sampling(),
-             batch_size: int = 8, on_error: str = "fail") -> Iterator[dict]:
+             batch_size: int = 8, on_error: OnError = OnError.fail) -> Iterator[dict]:
+    """Append one round {round, principle, critique_request, critique} (``clean`` when it finds
+    nothing to fix) to each record's ``history``, reading ``prompt``/``messages``, ``response`` and
+    ``history``; the principle is sampled per record and round unless ``principle_id`` pins one."""
     if principle_id:
         constitution.principle(principle_id)  # fail before reading any input
     provenance = {"engine": engine.info.as_dict(), "constitution": constitution.name,

@@ -12,54 +12,40 @@ from typing import Iterable, Iterator
 from ..conversation import prompt_messages, with_system
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import add_provenance, copy_record, content_id, process_in_batches, record_seed
-from .sampling import Sampling, generate_for
+from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
+                       process_in_batches, record_seed)
+from .sampling import Sampling, answer_chats
 
 
 def generate(records: Iterable[dict], engine: Engine, *, n: int = 1, sampling: Sampling = Sampling(),
              seed: int = 0, system: str | None = None, batch_size: int = 8,
-             on_error: str = "fail") -> Iterator[dict]:
+             on_error: OnError = OnError.fail) -> Iterator[dict]:
+    """Answer each record's ``prompt`` or ``messages`` (after ``system``, when given); writes
+    ``response`` and ``init_response``, all ``n`` samples in ``responses`` when n > 1, and ``id``
+    when it is missing."""
     if n < 1:
         raise ValueError("n must be >= 1")
     provenance = {"engine": engine.info.as_dict(), "seed": seed, "n": n, **sampling.as_dict()}
     if system:
         provenance["system"] = system
 
+    def prepare(rec: dict) -> Pending:
+        chat = with_system(prompt_messages(rec), system)
+        out = copy_record(rec)
+        out.setdefault("id", content_id(rec))
+        return Pending(out, [(chat, sampling.params(record_seed(seed, out["id"], "generate", k)))
+                             for k in range(n)])
+
+    def finish(p: Pending, samples: list) -> dict:
+        texts = [s.text.strip() for s in samples]
+        p.out["response"] = texts[0]
+        p.out["init_response"] = texts[0]
+        if n > 1:
+            p.out["responses"] = texts
+        add_provenance(p.out, "generate", provenance)
+        return p.out
+
     def handle(batch: list[dict]) -> list[dict | RecordError]:
-        prepared: list[tuple[dict, list[dict]] | RecordError] = []
-        for rec in batch:
-            try:
-                chat = with_system(prompt_messages(rec), system)
-            except RecordError as exc:
-                prepared.append(exc)
-                continue
-            out = copy_record(rec)
-            out.setdefault("id", content_id(rec))
-            prepared.append((out, chat))
-        live = [p for p in prepared if not isinstance(p, RecordError)]
-        recs = [out for out, _ in live for _k in range(n)]
-        chats = [chat for _, chat in live for _k in range(n)]
-        params = [sampling.params(record_seed(seed, out["id"], "generate", k))
-                  for out, _ in live for k in range(n)]
-        gens = iter(generate_for(engine, recs, chats, params))
-        results: list[dict | RecordError] = []
-        for p in prepared:
-            if isinstance(p, RecordError):
-                results.append(p)
-                continue
-            out = p[0]
-            samples = [next(gens) for _ in range(n)]
-            failed = next((s for s in samples if isinstance(s, RecordError)), None)
-            if failed is not None:
-                results.append(failed)
-                continue
-            texts = [s.text.strip() for s in samples]
-            out["response"] = texts[0]
-            out["init_response"] = texts[0]
-            if n > 1:
-                out["responses"] = texts
-            add_provenance(out, "generate", provenance)
-            results.append(out)
-        return results
+        return each_record(batch, prepare, answer_chats(engine), finish)
 
     return process_in_batches(records, batch_size, "generate", on_error, handle)

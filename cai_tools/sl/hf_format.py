@@ -12,13 +12,16 @@ from typing import Iterable, Iterator
 
 from ..conversation import prompt_messages
 from ..errors import RecordError
-from ..records import content_id, error_of, require_text, where, with_error
+from ..records import OnError, content_id, error_of, require_text, where, with_error
 
 HF_COLUMNS = ("id", "init_prompt", "init_response", "critic_prompt", "critic_response",
               "revision_prompt", "revision_response", "prompt", "messages", "chosen", "rejected")
 
 
 def to_hf(record: dict, *, keep: bool = False) -> dict:
+    """One record's Hugging Face row (``HF_COLUMNS``) from ``prompt``/``messages``, ``init_response``,
+    ``response`` and the last ``history`` round; ``keep`` keeps the record's other fields too.
+    RecordError when there is no completed critique/revision round."""
     messages = prompt_messages(record)
     prompt = messages[-1]["content"]
     history = record.get("history")
@@ -46,7 +49,7 @@ def to_hf(record: dict, *, keep: bool = False) -> dict:
     return row
 
 
-def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "fail") -> Iterator[dict]:
+def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: OnError = OnError.fail) -> Iterator[dict]:
     """HF rows, one per record. As in every step, a record that failed upstream passes on
     untouched and (with skip) one that cannot be converted is written with ``_cai.error``;
     ``cai sft`` and TRL loaders skip such rows."""
@@ -57,7 +60,7 @@ def format_hf(records: Iterable[dict], *, keep: bool = False, on_error: str = "f
         try:
             yield to_hf(rec, keep=keep)
         except RecordError as exc:
-            if on_error == "skip":
+            if on_error == OnError.skip:
                 yield with_error(rec, "format", str(exc))
                 continue
             raise

@@ -21,8 +21,8 @@ from ..constitution import Constitution, JudgePrinciple
 from ..conversation import prompt_messages
 from ..engines.base import Engine, Generation, ItemError
 from ..errors import ConstitutionError, RecordError
-from ..records import (add_provenance, content_id, copy_record, process_in_batches, record_seed,
-                       where)
+from ..records import (OnError, Pending, add_provenance, content_id, copy_record, each_record,
+                       process_in_batches, record_seed, where)
 from .sampling import Sampling
 
 CUE = "The answer is:"
@@ -32,6 +32,10 @@ COT_CUE = "Let's think step by step:"
 
 @dataclass
 class JudgeSettings:
+    """How ``judge`` labels pairs: a pinned ``principle_id`` or ``ensemble`` sampled principles, which
+    pairs ("all" or "adjacent"), optional chain of thought, ``clamp`` on each order's probability,
+    ``hard`` labels of 1.0, and the seed."""
+
     principle_id: str | None = None
     ensemble: int = 1
     pairs: str = "all"            # or "adjacent"
@@ -48,6 +52,8 @@ class JudgeSettings:
 
 
 def candidates_of(record: dict) -> list[str]:
+    """The candidate answers in ``responses``; RecordError unless it is a list of at least two
+    strings."""
     cands = record.get("responses")
     if cands is None:
         raise RecordError("needs at least two candidate answers in 'responses' "
@@ -61,6 +67,8 @@ def candidates_of(record: dict) -> list[str]:
 
 
 def pair_indices(n: int, mode: str) -> list[tuple[int, int]]:
+    """The candidate index pairs (i, j), i < j, to compare: every pair, or with ``mode="adjacent"``
+    only neighbours."""
     if mode == "adjacent":
         return [(i, i + 1) for i in range(n - 1)]
     return list(itertools.combinations(range(n), 2))
@@ -79,6 +87,9 @@ def judge_question(conversation: str, principle: str, a: str, b: str) -> str:
 
 def judge_chat(constitution: Constitution, messages: list[dict], principle: JudgePrinciple,
                a: str, b: str) -> list[dict]:
+    """The judge's chat for one comparison: the system prompt and worked judge examples as earlier
+    turns, then the multiple-choice question over ``messages`` (system turns dropped), ``a`` as (A)
+    and ``b`` as (B)."""
     turns: list[dict] = []
     if constitution.system_prompt:
         turns.append({"role": "system", "content": constitution.system_prompt})
@@ -111,7 +122,7 @@ class _Comparison:
 
 def judge(records: Iterable[dict], engines: Sequence[Engine], constitution: Constitution,
           settings: JudgeSettings = JudgeSettings(), *, batch_size: int = 16,
-          on_error: str = "fail") -> Iterator[dict]:
+          on_error: OnError = OnError.fail) -> Iterator[dict]:
     """One output record per compared pair, in input order; see the module docstring."""
     if not constitution.judge:
         raise ConstitutionError("has no judge principles: add a 'judge' list to judge with it",
@@ -121,38 +132,24 @@ def judge(records: Iterable[dict], engines: Sequence[Engine], constitution: Cons
     provenance = {"engines": [e.info.as_dict() for e in engines], "constitution": constitution.name,
                   **settings.as_dict()}
 
+    def prepare(rec: dict) -> Pending:
+        messages = prompt_messages(rec)
+        cands = candidates_of(rec)
+        rid = rec.get("id") or content_id(rec)
+        comparisons = [_comparison(rec, rid, messages, cands, i, j, constitution, settings)
+                       for i, j in pair_indices(len(cands), settings.pairs)]
+        # Identical candidates are labelled 0.5 without asking the judge.
+        return Pending(rec, [c for c in comparisons if c.texts[0].strip() != c.texts[1].strip()],
+                       {"comparisons": comparisons})
+
+    def finish(p: Pending, _scored: list) -> list[dict]:
+        for comp in p.state["comparisons"]:
+            add_provenance(comp.out, "judge", provenance)
+        return [c.out for c in p.state["comparisons"]]
+
     def handle(batch: list[dict]) -> list:
-        per_record: list = []
-        comparisons: list[_Comparison] = []
-        for rec in batch:
-            try:
-                messages = prompt_messages(rec)
-                cands = candidates_of(rec)
-            except RecordError as exc:
-                per_record.append(exc)
-                continue
-            rid = rec.get("id") or content_id(rec)
-            mine = []
-            for i, j in pair_indices(len(cands), settings.pairs):
-                comp = _comparison(rec, rid, messages, cands, i, j, constitution, settings)
-                mine.append(comp)
-                if cands[i].strip() != cands[j].strip():
-                    comparisons.append(comp)
-            per_record.append(mine)
-        failed = _score(comparisons, engines, constitution, settings)
-        results = []
-        for entry in per_record:
-            if isinstance(entry, RecordError):
-                results.append(entry)
-                continue
-            error = next((failed[id(c)] for c in entry if id(c) in failed), None)
-            if error is not None:
-                results.append(RecordError(error, where=where(entry[0].out)))
-                continue
-            for comp in entry:
-                add_provenance(comp.out, "judge", provenance)
-            results.append([c.out for c in entry])
-        return results
+        return each_record(batch, prepare, lambda comps: _score(comps, engines, constitution, settings),
+                           finish)
 
     return process_in_batches(records, batch_size, "judge", on_error, handle)
 
@@ -189,10 +186,10 @@ def _comparison(rec, rid, messages, cands, i, j, constitution, settings) -> _Com
 
 
 def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constitution: Constitution,
-           settings: JudgeSettings) -> dict[int, str]:
-    """Fill in every comparison's label; returns {id(comparison): error} for failures."""
+           settings: JudgeSettings) -> list[RecordError | None]:
+    """Fill in every comparison's label; per comparison, None or the error that stopped it."""
     chats, owners = [], []
-    for comp in comparisons:
+    for c, comp in enumerate(comparisons):
         a, b = comp.texts
         # Submitted in a canonical order (the sorted pair first), so swapping the candidates
         # in the input scores exactly the same prompts in the same batch positions and the
@@ -201,23 +198,24 @@ def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constituti
         for k, principle in enumerate(comp.principles):
             for x, y in shown:
                 chats.append(judge_chat(constitution, comp.messages, principle, x, y))
-                owners.append((comp, k, 0 if (x, y) == (a, b) else 1))
-    failed: dict[int, str] = {}
-    raw: dict[int, list] = {id(c): [] for c in comparisons}
+                owners.append((c, k, 0 if (x, y) == (a, b) else 1))
+    failed: list[RecordError | None] = [None] * len(comparisons)
+    raw: list[list] = [[] for _ in comparisons]
     for e, engine in enumerate(engines):
         cues = [CUE] * len(chats)
         reasoning = [None] * len(chats)
         if settings.cot:
-            reasoning, cues = _reason(engine, chats, owners, settings)
+            reasoning, cues = _reason(engine, chats, [(comparisons[c], k, order) for c, k, order in owners],
+                                      settings)
         scored = _choice_logprobs(engine, chats, cues)
-        for (comp, k, order), result, why in zip(owners, scored, reasoning):
+        for (c, k, order), result, why in zip(owners, scored, reasoning):
             if isinstance(result, ItemError):
-                failed[id(comp)] = result.message
+                failed[c] = RecordError(result.message)
                 continue
-            raw[id(comp)].append(((e, engine.info.model), k, order, prob_first(result), why))
-    for comp in comparisons:
-        if id(comp) not in failed:
-            _combine(comp, raw[id(comp)], settings)
+            raw[c].append(((e, engine.info.model), k, order, prob_first(result), why))
+    for c, comp in enumerate(comparisons):
+        if failed[c] is None:
+            _combine(comp, raw[c], settings)
     return failed
 
 

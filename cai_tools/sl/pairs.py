@@ -10,11 +10,14 @@ from typing import Iterable, Iterator
 
 from ..conversation import prompt_messages
 from ..errors import RecordError
-from ..records import (add_provenance, content_id, copy_record, process_in_batches, require_text,
+from ..records import (OnError, add_provenance, content_id, copy_record, process_in_batches, require_text,
                        where)
 
 
-def pairs_from_revisions(records: Iterable[dict], *, on_error: str = "fail") -> Iterator[dict]:
+def pairs_from_revisions(records: Iterable[dict], *, on_error: OnError = OnError.fail) -> Iterator[dict]:
+    """One pair per record, without a judge: reads ``prompt``/``messages``, ``init_response``,
+    ``response`` and ``history``; writes ``prompt``, ``chosen`` (the final revision), ``rejected`` (the
+    initial answer), ``label`` (1.0, or 0.5 when the two are identical) and ``identical``."""
     def handle(batch: list[dict]) -> list:
         results = []
         for rec in batch:

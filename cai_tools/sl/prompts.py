@@ -16,6 +16,8 @@ Message = dict
 
 
 def few_shot_turns(constitution: Constitution) -> list[Message]:
+    """The constitution's system prompt and worked examples as chat turns (prompt, answer,
+    critique request, critique, revision request, revision), to go before a record's conversation."""
     turns: list[Message] = []
     if constitution.system_prompt:
         turns.append({"role": "system", "content": constitution.system_prompt})
@@ -39,6 +41,8 @@ def _conversation(constitution: Constitution, messages: list[Message]) -> list[M
 
 def critique_chat(constitution: Constitution, messages: list[Message], response: str,
                   critique_request: str) -> list[Message]:
+    """The chat asking for a critique: the few-shot turns, the record's conversation (its system
+    turns dropped), the ``response`` and then the ``critique_request``."""
     return _conversation(constitution, messages) + [
         {"role": "assistant", "content": response},
         {"role": "user", "content": critique_request},
@@ -47,6 +51,7 @@ def critique_chat(constitution: Constitution, messages: list[Message], response:
 
 def revision_chat(constitution: Constitution, messages: list[Message], response: str,
                   critique_request: str, critique: str, revision_request: str) -> list[Message]:
+    """The critique chat continued with the ``critique`` and then the ``revision_request``."""
     return critique_chat(constitution, messages, response, critique_request) + [
         {"role": "assistant", "content": critique},
         {"role": "user", "content": revision_request},
@@ -63,6 +68,8 @@ _CLEAN = re.compile(
 
 
 def critique_is_clean(critique: str) -> bool:
+    """Whether a critique says there is nothing to fix ("no changes are needed"...), for
+    ``until_clean``."""
     return bool(_CLEAN.search(critique))
 
 
@@ -96,6 +103,8 @@ def clean_revision(text: str) -> str:
 
 
 def clean_critique(text: str) -> str:
+    """The critique without a leading 'Critique:' label, cut where the model runs on into a
+    revision or critique request."""
     text = text.strip()
     text = re.sub(r"^\s*critique\s*:\s*", "", text, flags=re.I)
     cut = re.search(r"\n\s*(revision( request)?|critique request)\s*:", text, re.I)

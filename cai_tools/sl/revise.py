@@ -14,61 +14,58 @@ from ..constitution import Constitution
 from .critique import answered_conversation, critique_batch
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import (add_provenance, copy_record, content_id, process_in_batches, record_seed,
-                       where)
+from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
+                       process_in_batches, record_seed, where)
 from .prompts import clean_revision, revision_chat
-from .sampling import Pending, Sampling, answer_pending
+from .sampling import Sampling, answer_chats
 
 
 def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, *, seed: int,
                  sampling: Sampling, until_clean: bool) -> list[dict | RecordError]:
     """Complete the pending critique of each record with a revision."""
-    prepared: list[Pending | RecordError] = []
-    for rec in batch:
-        try:
-            messages, response, history = answered_conversation(rec)
-            if not history or "revision" in history[-1] or "critique" not in history[-1]:
-                raise RecordError("no critique awaiting revision: run 'cai critique' first "
-                                  "(or 'cai revise --rounds N')", where=where(rec))
-        except RecordError as exc:
-            prepared.append(exc)
-            continue
+
+    def prepare(rec: dict) -> Pending:
+        messages, response, history = answered_conversation(rec)
+        if not history or "revision" in history[-1] or "critique" not in history[-1]:
+            raise RecordError("no critique awaiting revision: run 'cai critique' first "
+                              "(or 'cai revise --rounds N')", where=where(rec))
         last = history[-1]
         principle_id = last.get("principle")
         try:
             revision_request = constitution.principle(principle_id).revision
         except Exception:
-            prepared.append(RecordError(
+            raise RecordError(
                 f"the critique's principle '{principle_id}' is not in constitution "
-                f"{constitution.name}: revise with the constitution that critiqued", where=where(rec)))
-            continue
+                f"{constitution.name}: revise with the constitution that critiqued", where=where(rec)) from None
         out = copy_record(rec)
         out.setdefault("id", content_id(rec))
         entry = {**last, "revision_request": revision_request}
         state = {"history": history, "entry": entry, "response": response}
         if until_clean and last.get("clean"):
-            prepared.append(Pending(out, None, None, state))
-            continue
+            return Pending(out, [], state)
         chat = revision_chat(constitution, messages, response, last["critique_request"],
                              last["critique"], revision_request)
         params = sampling.params(record_seed(seed, out["id"], "revision", last.get("round")))
-        prepared.append(Pending(out, chat, params, state))
+        return Pending(out, [(chat, params)], state)
 
-    def finish(p: Pending, answer) -> dict:
+    def finish(p: Pending, answers: list) -> dict:
         entry, response = p.state["entry"], p.state["response"]
         # No call (clean under --until-clean), or an empty revision: keep the answer.
-        entry["revision"] = (clean_revision(answer.text) if answer else "") or response
+        entry["revision"] = (clean_revision(answers[0].text) if answers else "") or response
         p.out["history"] = [*p.state["history"][:-1], entry]
         p.out["response"] = entry["revision"]
         return p.out
 
-    return answer_pending(engine, prepared, finish)
+    return each_record(batch, prepare, answer_chats(engine), finish)
 
 
 def revise(records: Iterable[dict], engine: Engine, constitution: Constitution, *,
            rounds: int | None = None, principle_id: str | None = None, until_clean: bool = False,
            seed: int = 0, sampling: Sampling = Sampling(), batch_size: int = 8,
-           on_error: str = "fail") -> Iterator[dict]:
+           on_error: OnError = OnError.fail) -> Iterator[dict]:
+    """Complete each record's pending critique with a revision: reads ``prompt``/``messages``,
+    ``response`` and ``history``; adds ``revision_request`` and ``revision`` to the last round and makes
+    the revision the new ``response``. ``rounds=N`` runs N critique+revision rounds instead."""
     if principle_id:
         constitution.principle(principle_id)
     provenance = {"engine": engine.info.as_dict(), "constitution": constitution.name, "seed": seed,

@@ -50,6 +50,8 @@ def hub_offline() -> None:
 
 
 def base_kind(base: str) -> str:
+    """The kind of base model, checked: "gguf" for a GGUF file, "hf" for a Hugging Face model folder
+    (with config.json); ModelError when ``base`` is neither."""
     path = Path(base)
     if path.is_file():
         from ..model_files import check_gguf_file
@@ -66,6 +68,8 @@ def base_kind(base: str) -> str:
 
 
 def pick_device_and_dtype(device: str = "auto", dtype: str = "auto"):
+    """(device, torch dtype); "auto" picks "cuda" when available (else "cpu"), and bfloat16 on a
+    GPU that supports it (else float32)."""
     import torch
 
     if device == "auto":
@@ -86,6 +90,8 @@ def _load_args(base: str) -> tuple[str, dict]:
 
 
 def load_tokenizer(base: str):
+    """The tokenizer of a base model, or of a folder holding one (a run), with pad set to eos when
+    it has none; ModelError when it cannot be loaded or has no chat template."""
     from transformers import AutoTokenizer
 
     if Path(base).is_dir() and (Path(base) / "tokenizer_config.json").is_file():
@@ -106,6 +112,8 @@ def load_tokenizer(base: str):
 
 
 def load_causal_lm(base: str, dtype):
+    """The base (a GGUF file dequantized, or an HF folder in safetensors) as a causal LM in
+    ``dtype``, from local files only; ModelError when transformers cannot load it."""
     from transformers import AutoModelForCausalLM
 
     where, kwargs = _load_args(base)
@@ -116,6 +124,8 @@ def load_causal_lm(base: str, dtype):
 
 
 def targets_for(model_type: str) -> list[str] | str:
+    """The LoRA target modules for a ``model_type``: the attention and MLP projections for the
+    architectures listed, else PEFT's "all-linear"."""
     return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)
 
 

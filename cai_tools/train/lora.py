@@ -25,6 +25,7 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import InputError, UsageError
+from ..option_fields import option
 from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries
 from .runs import RunFolder, peft_config
 
@@ -33,24 +34,28 @@ from .runs import RunFolder, peft_config
 class TrainingConfig:
     """Options every LoRA training step has; a step's own config adds its data options."""
 
-    base: str = ""
-    out: str = ""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None   # None: the architecture's default
-    epochs: float = 1.0
-    max_steps: int | None = None              # overrides epochs
-    batch_size: int = 4
-    grad_accum: int = 1
-    learning_rate: float = 2e-4
-    warmup_steps: int = 0
+    base: str = option(
+        "", "Base model: a GGUF file (dequantized for training) or a local Hugging Face model "
+            "folder (default: the bundled SmolLM2-135M-Instruct GGUF).")
+    out: str = option("", "Run folder for adapter, logs, checkpoints.")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha.")
+    lora_dropout: float = option(0.05, "LoRA dropout.")
+    target_modules: list[str] | None = option(
+        None, "Modules to adapt (repeat); default: attention and MLP projections.")
+    epochs: float = option(1.0, "Passes over the data.")
+    max_steps: int | None = option(None, "Stop after N optimizer steps (overrides --epochs).")
+    batch_size: int = option(4, "Items per micro-batch.")
+    grad_accum: int = option(1, "Micro-batches per step.")
+    learning_rate: float = option(2e-4, "Peak learning rate.", flags=("--lr",))
+    warmup_steps: int = option(0, "Linear warmup steps.")
     weight_decay: float = 0.0
-    max_length: int = 512
-    save_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"                       # float32 on CPU, bfloat16 on a GPU that has it
+    max_length: int = option(512, "Truncate to N tokens.")
+    save_every: int = option(50, "Checkpoint every N steps.")
+    seed: int = option(0, "Seed for data order, splits, init and dropout.")
+    device: str = option("auto", "cpu, cuda, cuda:1, ...")
+    dtype: str = option("auto", "float32, bfloat16, float16 (auto: bfloat16 on a GPU that has it, "
+                                "else float32).")
 
     @classmethod
     def from_sources(cls, yaml_path: str | None, overrides: dict):

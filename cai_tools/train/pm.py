@@ -15,11 +15,12 @@ and expected calibration error of σ(r_c − r_r) against the soft labels.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..option_fields import option
 from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
 from .lora import Task, TrainingConfig, prepare_run, run_training
 from .preferences import Preference, load_preferences
@@ -29,8 +30,15 @@ ECE_BINS = 10
 
 @dataclass
 class PMConfig(TrainingConfig):
-    data: list[str] = field(default_factory=list)   # FILE or FILE:WEIGHT
-    eval_fraction: float = 0.1
+    """Options of a ``build-pm`` run: the training options plus the preference files (``data``,
+    FILE[:WEIGHT]) and the share of each held out for the accuracy/calibration report."""
+
+    data: list[str] = option(
+        default_factory=list, help="Preference records, FILE or FILE:WEIGHT (repeat to mix, e.g. judge "
+                                   "labels with human helpfulness comparisons); WEIGHT scales the "
+                                   "file's share.")
+    eval_fraction: float = option(
+        0.1, "Share of each file held out for the accuracy/calibration report.")
     learning_rate: float = 1e-4
 
     def check(self) -> None:
@@ -102,6 +110,8 @@ def evaluate(model, tokenizer, pairs: list[Preference], max_length: int, batch_s
 
 
 def calibration_report(margins: list[float], labels: list[float]) -> dict:
+    """Held-out metrics from PM margins and soft labels: pair count, ``accuracy`` (on labels other
+    than 0.5; None when there are none), ``mean_loss``, ``ece`` (10 bins) and ``mean_margin``."""
     import math
 
     probs = [1.0 / (1.0 + math.exp(-m)) for m in margins]

@@ -25,6 +25,9 @@ from .sft_data import parse_mix
 
 @dataclass
 class Preference:
+    """One comparison: the two whole conversations, ending in the chosen and the rejected answer,
+    and ``label`` = P(chosen is better); ``where`` locates its record."""
+
     chosen: list[dict]      # the conversation ending in the chosen answer
     rejected: list[dict]    # ... and in the rejected one
     label: float            # P(chosen is better), in [0, 1]
@@ -53,6 +56,8 @@ def _messages(value, field: str, record: dict) -> list[dict]:
 
 
 def preference_of(record: dict) -> Preference:
+    """A Preference from a record in any layout the module docstring lists (``label`` defaults to 1);
+    RecordError naming the record when a field is missing or malformed."""
     if "chosen" not in record or "rejected" not in record:
         raise RecordError("a preference record needs 'chosen' and 'rejected' (make them with "
                           "'cai judge' or 'cai pairs')", where=where(record))

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
+from ..option_fields import option
 from .lora import TrainingConfig
 from ..records import error_of, read_records
 from .runs import RunFolder, load_safetensors, peft_config
@@ -28,28 +29,36 @@ ALGOS = ("ppo", "rloo", "grpo", "dpo")
 
 @dataclass
 class RLConfig(TrainingConfig):
-    policy: str = ""                    # an sft run or a base model
-    pm: str = ""                        # a build-pm run (ppo, rloo, grpo)
-    prompts: list[str] = field(default_factory=list)
-    data: list[str] = field(default_factory=list)   # preference records (dpo)
-    algo: str = "ppo"
+    """Options of an ``rl`` run: the training options plus the starting policy, the PM or preference
+    data, the algorithm and its settings; ``check`` fills ``policy`` and ``base`` from each other."""
+
+    policy: str = option(
+        "", "Starting policy: a 'cai sft' run or a base model (GGUF / HF folder); default: --base "
+            "or the bundled model. It is also the KL reference.")
+    pm: str = option("", "A 'cai build-pm' run (ppo, rloo, grpo).")
+    prompts: list[str] = option(
+        default_factory=list, help="Prompt records ('prompt' or 'messages'); repeat for several files.")
+    data: list[str] = option(
+        default_factory=list, help="Preference records for --algo dpo (from 'cai judge' or 'cai pairs').")
+    algo: str = option("ppo", "ppo (the paper's), rloo, grpo or dpo.")
     max_steps: int | None = 20
     batch_size: int = 4                 # prompts per step
     learning_rate: float = 2e-5
     # PPO's ratios must be exactly 1 at the start of each update, so it trains without dropout
-    lora_dropout: float = field(default=0.05, metadata={"default_help": "0.05; --algo ppo uses 0"})
-    max_new_tokens: int = 48
+    lora_dropout: float = option(0.05, default_help="0.05; --algo ppo uses 0")
+    max_new_tokens: int = option(48, "Answer length in tokens.")
     temperature: float = 1.0
-    kl_coef: float = 0.05
-    ppo_epochs: int = 2
-    clip_range: float = 0.2
+    kl_coef: float = option(0.05, "KL penalty to the reference.")
+    ppo_epochs: int = option(2, "PPO passes per batch.")
+    clip_range: float = option(0.2, "PPO ratio clip.")
     value_clip: float = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
     gae_lambda: float = 0.95
-    num_generations: int = 4            # answers per prompt (rloo, grpo)
-    dpo_beta: float = 0.1
-    min_label: float = 0.5              # dpo: drop pairs the judge was less sure of
+    num_generations: int = option(4, "Answers per prompt for rloo/grpo.")
+    dpo_beta: float = option(0.1, "DPO beta.")
+    min_label: float = option(0.5, "dpo: keep pairs whose soft label is at least this.",
+                              default_help="0.5: all")
 
     def check(self) -> None:
         self.policy = self.policy or self.base
@@ -68,6 +77,8 @@ class RLConfig(TrainingConfig):
 
 
 def load_prompts(paths: list[str]) -> list[list[dict]]:
+    """The prompt conversations of every file, in order (records carrying an error skipped);
+    InputError for a missing file or one without prompts."""
     prompts = []
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -81,6 +92,8 @@ def load_prompts(paths: list[str]) -> list[list[dict]]:
 
 def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
               on_note: Callable[[str], None] = lambda message: None) -> dict:
+    """Train (or resume) a PPO run and write its folded adapter and ``cai_run.json``; returns the
+    run info. ``on_step`` gets each log line, ``on_note`` what is happening."""
     from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries
     from .rl_policy import finish_rl_run, load_policy, policy_source
     from .score import RewardModel

@@ -24,8 +24,10 @@ from .rl_ppo import RLConfig, load_prompts
 from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
 
-def train_with_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
+def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
                    on_note: Callable[[str], None] = lambda message: None) -> dict:
+    """Train (or resume) an RLOO, GRPO or DPO run with TRL (``cfg.algo``) and write its folded adapter
+    and ``cai_run.json``; returns the run info. UsageError when a resumed run has no steps left."""
     from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries
     from .rl_policy import finish_rl_run, load_policy, policy_source
 

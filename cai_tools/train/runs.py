@@ -42,6 +42,8 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def refuse_pickle(folder: Path, stem: str) -> None:
+    """ModelError when ``folder`` holds ``stem`` as pickle weights (.bin, .pt, ...): cai loads
+    safetensors only."""
     for suffix in PICKLE_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from .runs import check_run_folder
-from ..records import add_provenance, copy_record, process_in_batches, where
+from ..records import OnError, Pending, add_provenance, copy_record, each_record, process_in_batches, where
 from .preferences import preference_of
 
 
@@ -79,43 +79,36 @@ def _answers(record: dict) -> list[tuple[str, list[dict]]]:
 
 
 def score(records: Iterable[dict], pm: RewardModel, *, pick: str | None = None, batch_size: int = 8,
-          on_error: str = "fail") -> Iterator[dict]:
+          on_error: OnError = OnError.fail) -> Iterator[dict]:
+    """Add PM rewards to each record: ``reward`` for ``response``, ``rewards`` for ``responses``,
+    ``chosen_reward``/``rejected_reward`` for preference records; ``pick="best"`` also sets
+    ``response``, ``reward`` and ``best_index`` from the best of ``responses``."""
     provenance = {"pm": str(pm.run), "pm_base": Path(pm.info["base"]).name, "pick": pick}
 
+    def prepare(rec: dict) -> Pending:
+        if pick == "best" and not isinstance(rec.get("responses"), list):
+            raise RecordError("best-of-n needs several answers in 'responses' "
+                              "(make them with 'cai generate -n N')", where=where(rec))
+        answers = _answers(rec)
+        return Pending(copy_record(rec), [conv for _, conv in answers],
+                       {"names": [name for name, _ in answers]})
+
+    def finish(p: Pending, values: list[float]) -> dict:
+        out, rewards = p.out, []
+        for name, value in zip(p.state["names"], values):
+            if name.startswith("rewards."):
+                rewards.append(value)
+            else:
+                out[name] = value
+        if rewards:
+            out["rewards"] = rewards
+        if pick == "best":
+            best = max(range(len(rewards)), key=rewards.__getitem__)
+            out.update({"response": out["responses"][best], "reward": rewards[best], "best_index": best})
+        add_provenance(out, "score", provenance)
+        return out
+
     def handle(batch: list[dict]) -> list:
-        prepared, convs = [], []
-        for rec in batch:
-            try:
-                if pick == "best" and not isinstance(rec.get("responses"), list):
-                    raise RecordError("best-of-n needs several answers in 'responses' "
-                                      "(make them with 'cai generate -n N')", where=where(rec))
-                answers = _answers(rec)
-            except RecordError as exc:
-                prepared.append(exc)
-                continue
-            prepared.append((rec, [name for name, _ in answers], len(convs)))
-            convs += [conv for _, conv in answers]
-        values = pm.rewards(convs, batch_size)
-        results = []
-        for entry in prepared:
-            if isinstance(entry, RecordError):
-                results.append(entry)
-                continue
-            rec, names, start = entry
-            out = copy_record(rec)
-            rewards = []
-            for name, value in zip(names, values[start:start + len(names)]):
-                if name.startswith("rewards."):
-                    rewards.append(value)
-                else:
-                    out[name] = value
-            if rewards:
-                out["rewards"] = rewards
-            if pick == "best":
-                best = max(range(len(rewards)), key=rewards.__getitem__)
-                out.update({"response": rec["responses"][best], "reward": rewards[best], "best_index": best})
-            add_provenance(out, "score", provenance)
-            results.append(out)
-        return results
+        return each_record(batch, prepare, lambda convs: pm.rewards(convs, batch_size), finish)
 
     return process_in_batches(records, batch_size * 4, "score", on_error, handle)

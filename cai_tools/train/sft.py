@@ -7,10 +7,11 @@ checkpoints and run folder are ``train.lora``'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UsageError
+from ..option_fields import option
 from .hf_models import load_causal_lm, load_tokenizer
 from .lora import Task, TrainingConfig, prepare_run, run_training
 from .sft_data import IGNORE, load_examples, tokenize_example
@@ -18,9 +19,17 @@ from .sft_data import IGNORE, load_examples, tokenize_example
 
 @dataclass
 class SFTConfig(TrainingConfig):
-    data: list[str] = field(default_factory=list)
-    all_rounds: bool = False
-    mix: list[str] = field(default_factory=list)
+    """Options of an ``sft`` run: the training options plus SL-CAI record files (``data``), whether
+    to train on every round's revision, and ``mix`` files of helpfulness conversations."""
+
+    data: list[str] = option(
+        default_factory=list, help="SL-CAI records (after critique/revise); repeat for several files.")
+    all_rounds: bool = option(
+        False, "Train on every round's revision (the paper) or only the final one.",
+        flags=("--all-rounds/--final-only",), default_help="--final-only")
+    mix: list[str] = option(
+        default_factory=list, help="FILE:WEIGHT of helpfulness conversations to mix in ('messages' "
+                                   "records); WEIGHT scales the file's share (0.5 = half of it, 2 = twice).")
 
     def check(self) -> None:
         super().check()
@@ -28,7 +37,7 @@ class SFTConfig(TrainingConfig):
             raise UsageError("no training data: pass --data FILE (and/or --mix FILE:WEIGHT)")
 
 
-def train(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
+def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] = lambda message: None) -> dict:
     """Run (or resume) one SFT run; returns its summary. ``on_step`` gets each log line,
     ``on_note`` what is happening before the first step (loading takes a while)."""

@@ -22,6 +22,8 @@ IGNORE = -100  # label id the loss skips (PyTorch's cross-entropy default)
 
 @dataclass
 class Example:
+    """One training chat whose last (assistant) turn is the target; ``where`` locates its record."""
+
     messages: list[dict]   # ..., {"role": "assistant", "content": target}
     where: str
 
