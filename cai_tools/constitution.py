@@ -46,8 +46,7 @@ FEW_SHOT_KEYS = {"prompt", "response", "principle", "critique_request", "critiqu
 
 @dataclass(frozen=True)
 class CritiqueRevisionPrinciple:
-    """One critique request and its matching revision request (a ``critique_revision`` entry);
-    ``weight`` is its sampling weight."""
+    """A critique request and its revision request (a ``critique_revision`` entry), sampling weight."""
 
     id: str
     critique: str
