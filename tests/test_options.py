@@ -15,7 +15,7 @@ from cai_tools.cli.main import app
 from cai_tools.cli.options import dataclass_options
 from cai_tools.errors import RecordError
 from cai_tools.option_fields import option, option_metadata, option_names
-from cai_tools.records import Pending, each_record
+from cai_tools.record_batches import each_record, Pending
 from conftest import jsonl, parse_jsonl
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cai_tools.errors import InputError, RecordError
-from cai_tools.records import (Batcher, content_id, process_in_batches, read_done_ids,
-                               read_records, record_seed)
+from cai_tools.records import content_id, read_done_ids, read_records, record_seed
+from cai_tools.record_batches import Batcher, process_in_batches
 
 
 def test_read_records_keeps_line_numbers_and_skips_blank_lines(tmp_path):

@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..option_fields import option, option_metadata
-from ..records import OnError
+from ..record_batches import OnError
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import Callable, Iterable, Iterator
 import typer
 
 from ..errors import CaiError, UsageError
-from ..records import OnError, RecordWriter, error_of, read_done_ids, read_records
+from ..records import RecordWriter, error_of, read_done_ids, read_records
+from ..record_batches import OnError
 
 
 @dataclass

@@ -15,8 +15,8 @@ from ..constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
-                       process_in_batches, record_seed, require_text, where)
+from ..records import add_provenance, copy_record, content_id, record_seed, require_text, where
+from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .prompts import clean_critique, critique_chat, critique_is_clean
 from .sampling import Sampling, answer_chats
 

@@ -12,8 +12,8 @@ from typing import Iterable, Iterator
 from ..conversation import prompt_messages, with_system
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
-                       process_in_batches, record_seed)
+from ..records import add_provenance, copy_record, content_id, record_seed
+from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .sampling import Sampling, answer_chats
 
 

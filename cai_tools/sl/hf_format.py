@@ -12,7 +12,8 @@ from typing import Iterable, Iterator
 
 from ..conversation import prompt_messages
 from ..errors import RecordError
-from ..records import OnError, content_id, error_of, require_text, where, with_error
+from ..records import content_id, error_of, require_text, where, with_error
+from ..record_batches import OnError
 
 HF_COLUMNS = ("id", "init_prompt", "init_response", "critic_prompt", "critic_response",
               "revision_prompt", "revision_response", "prompt", "messages", "chosen", "rejected")

@@ -21,8 +21,8 @@ from ..constitution import Constitution, JudgePrinciple
 from ..conversation import prompt_messages
 from ..engines.base import Engine, Generation, ItemError
 from ..errors import ConstitutionError, RecordError
-from ..records import (OnError, Pending, add_provenance, content_id, copy_record, each_record,
-                       process_in_batches, record_seed, where)
+from ..records import add_provenance, content_id, copy_record, record_seed, where
+from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .sampling import Sampling
 
 CUE = "The answer is:"

@@ -10,8 +10,8 @@ from typing import Iterable, Iterator
 
 from ..conversation import prompt_messages
 from ..errors import RecordError
-from ..records import (OnError, add_provenance, content_id, copy_record, process_in_batches, require_text,
-                       where)
+from ..records import add_provenance, content_id, copy_record, require_text, where
+from ..record_batches import OnError, process_in_batches
 
 
 def pairs_from_revisions(records: Iterable[dict], *, on_error: OnError = OnError.fail) -> Iterator[dict]:

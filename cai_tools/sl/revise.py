@@ -14,8 +14,8 @@ from ..constitution import Constitution
 from .critique import answered_conversation, critique_batch
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import (OnError, Pending, add_provenance, copy_record, content_id, each_record,
-                       process_in_batches, record_seed, where)
+from ..records import add_provenance, copy_record, content_id, record_seed, where
+from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .prompts import clean_revision, revision_chat
 from .sampling import Sampling, answer_chats
 

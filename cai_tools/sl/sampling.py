@@ -14,7 +14,7 @@ Sampling = SamplingParams
 
 
 def answer_chats(engine: Engine) -> Callable[[list[tuple[list[dict], SamplingParams]]], list]:
-    """The batch call of a generating step (``records.each_record``): one engine call for
+    """The batch call of a generating step (``record_batches.each_record``): one engine call for
     every (chat, sampling) work item; an item's failure becomes a RecordError."""
 
     def call(work: list[tuple[list[dict], SamplingParams]]) -> list[Generation | RecordError]:

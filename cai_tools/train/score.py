@@ -17,7 +17,8 @@ from typing import Iterable, Iterator
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from .runs import check_run_folder
-from ..records import OnError, Pending, add_provenance, copy_record, each_record, process_in_batches, where
+from ..records import add_provenance, copy_record, where
+from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .preferences import preference_of
 
 
