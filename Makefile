@@ -16,6 +16,8 @@ MODEL  ?= $(MODEL_FILE)
 JUDGE  ?= $(MODEL)
 PAIRS_N   ?= 32
 SFT_STEPS ?= 16
+# --keep-flagged trains on every SL-CAI round, usable or not (see README: SL-CAI data quality)
+SFT_FILTER ?= --quality-filter
 PM_STEPS  ?= 16
 RL_STEPS  ?= 10
 ALGO      ?= ppo
@@ -87,7 +89,7 @@ $(DEMO)/sft/cai_run.json: $(DEMO)/sl.jsonl
 	$(call started,sft)
 	@echo "== sft: $(SFT_STEPS) steps"
 	rm -rf $(DEMO)/sft
-	$(CAI) sft --base $(MODEL) --data $< --all-rounds --max-steps $(SFT_STEPS) --lr 5e-4 --seed $(SEED) --out $(DEMO)/sft
+	$(CAI) sft --base $(MODEL) --data $< --all-rounds $(SFT_FILTER) --max-steps $(SFT_STEPS) --lr 5e-4 --seed $(SEED) --out $(DEMO)/sft
 	$(call finished,sft)
 $(DEMO)/sl-lora.gguf: $(DEMO)/sft/cai_run.json
 	$(CAI) export $(DEMO)/sft --gguf $@

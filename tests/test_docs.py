@@ -49,3 +49,18 @@ def test_training_help_shows_each_steps_real_defaults():
         assert f"Peak learning rate. (default: {defaults['learning_rate']})" in text, command
         assert f"LoRA rank. (default: {defaults['lora_r']})" in text, command
     assert "(default: 0.05; --algo ppo uses 0)" in text
+
+
+def test_bundled_judge_check_set_is_labelled_and_split():
+    import json
+
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parent.parent / "data" /
+                                    "judge_check.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 120 and len({r["id"] for r in rows}) == len(rows)
+    categories = {c: [r for r in rows if r["category"] == c] for c in ("harmless", "helpful", "honest", "other")}
+    assert sum(map(len, categories.values())) == len(rows) and min(map(len, categories.values())) >= 30
+    assert {r["split"] for r in rows} == {"dev", "test"}
+    assert all(r["chosen"].strip() != r["rejected"].strip() for r in rows)
+    assert len({r["prompt"] for r in rows}) == len(rows)
+    longer = sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / len(rows)
+    assert 0.35 <= longer <= 0.65      # length alone cannot tell the better answer

@@ -205,3 +205,19 @@ def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = run_cai("export", str(tmp_path), "--gguf", str(tmp_path / "x.gguf"))
     assert result.returncode == 1 and b"not a finished 'cai sft' or 'cai rl' run" in result.stderr
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_flagged_sl_rounds_are_left_out_and_counted(tmp_path):
+    records = [json.loads(x) for x in DATA.read_text().splitlines() if x.strip()]
+    flagged = dict(records[0], id="flagged")
+    flagged["history"] = [dict(h, revision=f"The last answer was harmful ({k}); it should decline.")
+                          for k, h in enumerate(flagged["history"])]
+    data = tmp_path / "sl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*records, flagged]))
+    common = ("sft", "--data", str(data), "--all-rounds", "--max-steps", "1", "--batch-size", "2")
+    kept = run_cai(*common, "--out", str(tmp_path / "filtered"), timeout=600)
+    assert kept.returncode == 0, kept.stderr
+    n = len(flagged["history"])
+    assert f"left out {n} flagged SL-CAI rounds (describes_answer {n})" in kept.stderr.decode()
+    everything = run_cai(*common, "--keep-flagged", "--out", str(tmp_path / "all"), timeout=600)
+    assert everything.returncode == 0 and b"left out" not in everything.stderr, everything.stderr

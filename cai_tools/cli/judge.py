@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from ..constitution import load_constitution
+from ..constitution import Constitution, load_constitution
 from ..errors import UsageError
+from ..option_fields import option
 from ..sl.judge import JudgeSettings, comparison_ids, judge as judge_step
-from .options import ConstitutionOpt, InputArg
+from .options import InputArg, dataclass_options
 from .running import Console, cli_errors
 from .step_options import StepOptions, generating_step
+
+
+@dataclass
+class JudgeOptions:
+    """How the judge reads a pair: shared by 'cai judge' and 'cai judge-check'."""
+
+    constitution: str = option(
+        "harmless", "Constitution YAML file, or a bundled name (harmless, medical_assistant, "
+                    "customer_service).", flags=("--constitution", "-c"))
+    principle: str | None = option(None, "Use this judge principle for every comparison instead of sampling.")
+    ensemble: int = option(1, "Average over K principles sampled per comparison (the paper's ensembling).")
+    cot: bool = option(False, "Reason step by step first (kept in the record), then read the options.")
+    clamp: tuple[float, float] | None = option(
+        None, "Clamp each order's probability to [LO, HI] (default 0.4 0.6 with --cot).")
+    hard: bool = option(False, "0/1 labels instead of soft ones.")
+
+    def settings(self, opts: StepOptions, pairs: str = "all") -> tuple[Constitution, JudgeSettings]:
+        """The constitution and judge settings these options name, checked."""
+        if self.ensemble < 1:
+            raise UsageError(f"--ensemble must be at least 1, got {self.ensemble}")
+        clamp = self.clamp
+        if clamp is not None and not 0.0 <= clamp[0] < clamp[1] <= 1.0:
+            raise UsageError(f"--clamp needs 0 <= LO < HI <= 1, got {clamp[0]} {clamp[1]}")
+        const = load_constitution(self.constitution)
+        if self.principle:
+            const.judge_principle(self.principle)
+        return const, JudgeSettings(principle_id=self.principle, ensemble=self.ensemble, pairs=pairs,
+                                    cot=self.cot, clamp=clamp or ((0.4, 0.6) if self.cot else None),
+                                    hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling)
+
+
+def judging_step(**defaults):
+    """The judge's options and every generating step's (several --model allowed)."""
+    def decorate(fn):
+        fn = dataclass_options("how", JudgeOptions)(fn)
+        return generating_step(max_tokens=128, temperature=0.0, multi_model=True, **defaults)(fn)
+    return decorate
 
 
 class PairMode(str, Enum):
@@ -20,22 +59,13 @@ class PairMode(str, Enum):
     adjacent = "adjacent"
 
 
-@generating_step(max_tokens=128, temperature=0.0, batch_size=16, multi_model=True)
+@judging_step(batch_size=16)
 def judge(
     input: InputArg = "-",
-    constitution: ConstitutionOpt = "harmless",
-    principle: Annotated[Optional[str], typer.Option(
-        help="Use this judge principle for every comparison instead of sampling.")] = None,
-    ensemble: Annotated[int, typer.Option(
-        help="Average over K principles sampled per comparison (the paper's ensembling).")] = 1,
     pairs: Annotated[PairMode, typer.Option(
         help="With more than two candidates: every pair, or neighbours only.")] = PairMode.all,
-    cot: Annotated[bool, typer.Option(
-        help="Reason step by step first (kept in the record), then read the options.")] = False,
-    clamp: Annotated[Optional[tuple[float, float]], typer.Option(
-        help="Clamp each order's probability to [LO, HI] (default 0.4 0.6 with --cot).")] = None,
-    hard: Annotated[bool, typer.Option(help="0/1 labels instead of soft ones.")] = False,
     *,
+    how: JudgeOptions,
     opts: StepOptions,
 ) -> None:
     """Compare each record's candidate answers ('responses', from 'cai generate -n 2') against
@@ -43,16 +73,7 @@ def judge(
     (TRL's conversational layout) and 'label', the probability that chosen is better."""
     console = Console("judge", opts.quiet)
     with cli_errors("judge", opts.debug):
-        if ensemble < 1:
-            raise UsageError(f"--ensemble must be at least 1, got {ensemble}")
-        if clamp is not None and not 0.0 <= clamp[0] < clamp[1] <= 1.0:
-            raise UsageError(f"--clamp needs 0 <= LO < HI <= 1, got {clamp[0]} {clamp[1]}")
-        const = load_constitution(constitution)
-        settings = JudgeSettings(principle_id=principle, ensemble=ensemble, pairs=pairs.value,
-                                 cot=cot, clamp=clamp or ((0.4, 0.6) if cot else None),
-                                 hard=hard, seed=opts.seed, cot_sampling=opts.sampling)
-        if principle:
-            const.judge_principle(principle)
+        const, settings = how.settings(opts, pairs.value)
         with opts.engines(console) as engines:
             opts.run_records("judge", input, lambda recs: judge_step(
                 recs, engines, const, settings, batch_size=opts.batch_size,

@@ -14,6 +14,7 @@ from .fetch_model import fetch_model
 from .format import format_
 from .generate import generate
 from .judge import judge
+from .judge_check import judge_check
 from .pairs import pairs
 from .revise import revise
 from .rl import rl
@@ -32,6 +33,7 @@ app.command()(generate)
 app.command()(critique)
 app.command()(revise)
 app.command()(judge)
+app.command("judge-check")(judge_check)
 app.command()(pairs)
 app.command("format")(format_)
 app.command()(sft)

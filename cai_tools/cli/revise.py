@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..sl import revise as revise_step
+from ..sl.quality import QualityTally
 from ..constitution import load_constitution
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
 from .running import Console, check_positive, cli_errors
@@ -35,8 +36,11 @@ def revise(
         const = load_constitution(constitution)
         if principle:
             const.principle(principle)
+        tally = QualityTally()
         with opts.engine(console) as engine:
-            opts.run_records("revise", input, lambda recs: revise_step.revise(
+            opts.run_records("revise", input, lambda recs: tally.watch(revise_step.revise(
                 recs, engine, const, rounds=rounds, principle_id=principle,
                 until_clean=until_clean, seed=opts.seed, sampling=opts.sampling,
-                batch_size=opts.batch_size, on_error=opts.on_error))
+                batch_size=opts.batch_size, on_error=opts.on_error)))
+        for line in tally.lines():   # e.g. "round 2: 5 of 8 usable (copies_critique 3)"
+            console.note(line)

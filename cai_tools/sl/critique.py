@@ -18,6 +18,7 @@ from ..errors import RecordError
 from ..records import add_provenance, copy_record, content_id, record_seed, require_text, where
 from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .prompts import clean_critique, critique_chat, critique_is_clean
+from .quality import note_truncated_critique
 from .sampling import Sampling, answer_chats
 
 
@@ -63,6 +64,8 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
         if critique_is_clean(text):
             entry["clean"] = True
         p.out["history"] = [*p.state["history"], entry]
+        if answers[0].finish_reason == "length":
+            note_truncated_critique(p.out, entry["round"])
         return p.out
 
     return each_record(batch, prepare, answer_chats(engine), finish)

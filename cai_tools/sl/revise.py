@@ -17,6 +17,7 @@ from ..errors import RecordError
 from ..records import add_provenance, copy_record, content_id, record_seed, where
 from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .prompts import clean_revision, revision_chat
+from .quality import store_round_quality
 from .sampling import Sampling, answer_chats
 
 
@@ -54,6 +55,7 @@ def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, 
         entry["revision"] = (clean_revision(answers[0].text) if answers else "") or response
         p.out["history"] = [*p.state["history"][:-1], entry]
         p.out["response"] = entry["revision"]
+        store_round_quality(p.out, entry, response, answers[0].finish_reason if answers else None)
         return p.out
 
     return each_record(batch, prepare, answer_chats(engine), finish)

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..calibration import expected_calibration_error
 from ..errors import UsageError
 from ..option_fields import option
 from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
 from .lora import Task, TrainingConfig, prepare_run, run_training
 from .preferences import Preference, load_preferences
-
-ECE_BINS = 10
 
 
 @dataclass
@@ -118,12 +117,6 @@ def calibration_report(margins: list[float], labels: list[float]) -> dict:
     decided = [(q, p) for q, p in zip(probs, labels) if p != 0.5]
     accuracy = sum((q > 0.5) == (p > 0.5) for q, p in decided) / len(decided) if decided else None
     losses = [-(p * math.log(max(q, 1e-12)) + (1 - p) * math.log(max(1 - q, 1e-12))) for q, p in zip(probs, labels)]
-    ece = 0.0
-    for b in range(ECE_BINS):
-        members = [(q, p) for q, p in zip(probs, labels)
-                   if b / ECE_BINS <= q < (b + 1) / ECE_BINS or (b == ECE_BINS - 1 and q == 1.0)]
-        if members:
-            gap = abs(sum(q for q, _ in members) - sum(p for _, p in members)) / len(members)
-            ece += len(members) / len(probs) * gap
+    ece = expected_calibration_error(probs, labels)
     return {"pairs": len(probs), "accuracy": accuracy, "mean_loss": sum(losses) / len(losses),
             "ece": ece, "mean_margin": sum(margins) / len(margins)}

@@ -7,6 +7,7 @@ checkpoints and run folder are ``train.lora``'s.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,10 @@ class SFTConfig(TrainingConfig):
     all_rounds: bool = option(
         False, "Train on every round's revision (the paper) or only the final one.",
         flags=("--all-rounds/--final-only",), default_help="--final-only")
+    quality_filter: bool = option(
+        True, "Train only on usable SL-CAI rounds (no quality flag: see the README's 'SL-CAI data "
+              "quality'), or on every round.", flags=("--quality-filter/--keep-flagged",),
+        default_help="--quality-filter")
     mix: list[str] = option(
         default_factory=list, help="FILE:WEIGHT of helpfulness conversations to mix in ('messages' "
                                    "records); WEIGHT scales the file's share (0.5 = half of it, 2 = twice).")
@@ -42,7 +47,12 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict],
     """Run (or resume) one SFT run; returns its summary. ``on_step`` gets each log line,
     ``on_note`` what is happening before the first step (loading takes a while)."""
     checkpoint = prepare_run(cfg, resume)
-    examples = load_examples(cfg.data, all_rounds=cfg.all_rounds, mix=cfg.mix, seed=cfg.seed)
+    dropped = Counter() if cfg.quality_filter else None
+    examples = load_examples(cfg.data, all_rounds=cfg.all_rounds, mix=cfg.mix, seed=cfg.seed,
+                             dropped=dropped)
+    if dropped:
+        flags = ", ".join(f"{f} {n}" for f, n in dropped.most_common() if f != "rounds")
+        on_note(f"left out {dropped['rounds']} flagged SL-CAI rounds ({flags}); --keep-flagged keeps them")
     on_note(f"{len(examples)} training examples; loading {cfg.base}")
     tokenizer = load_tokenizer(cfg.base)
     encoded = [tokenize_example(tokenizer, ex, cfg.max_length) for ex in examples]

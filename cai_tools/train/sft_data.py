@@ -10,12 +10,14 @@ and the loss covers the assistant reply only.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..conversation import ROLES, prompt_messages
 from ..errors import InputError, RecordError, UsageError
 from ..records import error_of, read_records, where
+from ..sl.quality import history_quality
 
 IGNORE = -100  # label id the loss skips (PyTorch's cross-entropy default)
 
@@ -41,8 +43,9 @@ def _conversation(record: dict, field: str) -> list[dict] | None:
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
-def cai_examples(record: dict, all_rounds: bool) -> list[Example]:
-    """prompt → final revision (or → each round's revision) of one CAI record."""
+def cai_examples(record: dict, all_rounds: bool, dropped: Counter | None = None) -> list[Example]:
+    """prompt → final revision (or → each round's revision) of one CAI record. With ``dropped``
+    given, rounds with a quality flag (``sl.quality``) are left out and counted there by flag."""
     history = record.get("history")
     revisions = [h["revision"] for h in history if isinstance(h, dict) and isinstance(h.get("revision"), str)] \
         if isinstance(history, list) else []
@@ -51,6 +54,14 @@ def cai_examples(record: dict, all_rounds: bool) -> list[Example]:
                           "pass conversations with --mix)", where=where(record))
     prompt = prompt_messages(record)
     targets = revisions if all_rounds else [record.get("response", revisions[-1])]
+    if dropped is not None:
+        quality = history_quality(record)   # one entry per revision, in order
+        chosen = quality if all_rounds else quality[-1:]
+        for q in chosen:
+            if not q["usable"]:
+                dropped["rounds"] += 1
+                dropped.update(set(q["critique"]) | set(q["revision"]))
+        targets = [t for t, q in zip(targets, chosen) if q["usable"]]
     return [Example(prompt + [{"role": "assistant", "content": t}], where(record))
             for t in targets if isinstance(t, str) and t.strip()]
 
@@ -80,11 +91,13 @@ def parse_mix(spec: str) -> tuple[str, float]:
     return path, float(weight)
 
 
-def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: int) -> list[Example]:
-    """Every training example, with mix files resampled to WEIGHT × their size (seeded)."""
+def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: int,
+                  dropped: Counter | None = None) -> list[Example]:
+    """Every training example, with mix files resampled to WEIGHT × their size (seeded). With
+    ``dropped``, flagged SL-CAI rounds are left out and counted there (``rounds`` and per flag)."""
     examples: list[Example] = []
     for path in data:
-        examples += _read(path, lambda r: cai_examples(r, all_rounds))
+        examples += _read(path, lambda r: cai_examples(r, all_rounds, dropped), dropped)
     for spec in mix:
         path, weight = parse_mix(spec)
         pool = _read(path, mix_examples)
@@ -96,7 +109,7 @@ def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: in
     return examples
 
 
-def _read(path: str, convert) -> list[Example]:
+def _read(path: str, convert, dropped: Counter | None = None) -> list[Example]:
     if path != "-" and not Path(path).is_file():
         raise InputError("no such data file", where=path)
     out: list[Example] = []
@@ -104,6 +117,10 @@ def _read(path: str, convert) -> list[Example]:
         if error_of(rec) is not None:
             continue  # failed upstream: nothing to learn from
         out += convert(rec)
+    if not out and dropped:
+        flags = ", ".join(f"{f} {n}" for f, n in dropped.most_common() if f != "rounds")
+        raise InputError(f"no usable SL-CAI rounds to train on: all {dropped['rounds']} are flagged "
+                         f"({flags}); --keep-flagged trains on them anyway", where=path)
     if not out:
         raise InputError("no training examples in this file (is it empty?)", where=path)
     return out

@@ -1,0 +1,66 @@
+"""cai judge-check: how often the judge picks the better answer of labelled pairs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..model_files import PROJECT_ROOT
+from .judge import JudgeOptions, judging_step
+from .running import Console, Progress, check_positive, cli_errors
+from .step_options import StepOptions
+
+JUDGE_CHECK_DATA = PROJECT_ROOT / "data" / "judge_check.jsonl"
+
+
+@judging_step(batch_size=16)
+def judge_check(
+    data: Annotated[str, typer.Option(
+        help="Labelled pairs: 'prompt' (or 'messages'), 'chosen' (the better answer), 'rejected', "
+             "optional 'category' and 'split' (TRL's preference layout).")] = str(JUDGE_CHECK_DATA),
+    split: Annotated[str, typer.Option(
+        help="Use the pairs whose 'split' is this ('' for all); records without one count. The "
+             "bundled set's 'test' split is held out from any tuning.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for report.md, reliability.png, summary.json and the judged pairs.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    *,
+    how: JudgeOptions,
+    opts: StepOptions,
+) -> None:
+    """Run the judge exactly as 'cai judge' does on pairs whose better answer is known, and report
+    its accuracy, soft accuracy, order consistency, position bias and calibration, per category
+    with 95 % intervals (JSON on stdout; a report with --out)."""
+    console = Console("judge-check", opts.quiet)
+    with cli_errors("judge-check", opts.debug):
+        from ..eval.judge_check import judge_inputs, load_labelled, outcome_of, summarize
+        from ..eval.judge_check_report import headline, write_judge_check_report
+        from ..sl.judge import judge as judge_step
+
+        check_positive("--bootstrap", bootstrap)
+        const, settings = how.settings(opts)
+        records = judge_inputs(load_labelled(data, split or None), opts.seed)
+        with opts.engines(console) as engines:
+            progress = Progress("judge-check", len(records), opts.quiet)
+            start, judged = time.monotonic(), []
+            for rec in judge_step(records, engines, const, settings, batch_size=opts.batch_size):
+                judged.append(rec)
+                progress.advance()
+            progress.finish(len(judged))
+            elapsed = time.monotonic() - start
+            engine_info = [e.info.as_dict() for e in engines]
+        outcomes = [outcome_of(j, r) for j, r in zip(judged, records)]
+        summary = {"data": str(data), "split": split or None, "constitution": const.name,
+                   "judge": settings.as_dict(), "engines": engine_info,
+                   "comparisons_per_s": len(judged) / elapsed if elapsed > 0 else None,
+                   "groups": summarize(outcomes, samples=bootstrap, seed=opts.seed)}
+        if out is not None:
+            report = write_judge_check_report(summary, outcomes, judged, out)
+            console.note(f"report: {report}")
+        console.note(headline(summary))
+        sys.stdout.write(json.dumps(summary) + "\n")

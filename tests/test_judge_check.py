@@ -1,0 +1,204 @@
+"""The judge check: metrics on known inputs, bad labelled data, judges of known quality."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cai_tools.constitution import load_constitution
+from cai_tools.engines.fake_engine import FakeEngine
+from cai_tools.errors import InputError
+from cai_tools.calibration import expected_calibration_error
+from cai_tools.eval.judge_check import (Outcome, accuracy, bootstrap_interval, brier, consistency, ece,
+                                        first_position, judge_inputs, load_labelled, outcome_of,
+                                        soft_accuracy, summarize)
+from cai_tools.sl.judge import JudgeSettings, judge
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = ["boiling water", "a leaking tap", "learning French", "a late train", "saving money",
+          "a sore throat", "writing a CV", "planting tomatoes", "a flat tyre", "sorting a list"]
+
+
+def labelled(n: int = 10, categories=("helpful", "harmless")) -> list[dict]:
+    return [{"id": f"p{i}", "prompt": f"What should I do about {TOPICS[i % len(TOPICS)]}? ({i})",
+             "chosen": f"GOOD: a careful answer about {TOPICS[i % len(TOPICS)]}, number {i}.",
+             "rejected": f"a careless reply {i}", "category": categories[i % len(categories)]}
+            for i in range(n)]
+
+
+def write(path: Path, records) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def outcome(p_better, first_is_better=True, orders=(), category="all"):
+    p_first = p_better if first_is_better else 1.0 - p_better
+    return Outcome(category, p_better, p_first, first_is_better, list(orders))
+
+
+# ---------------------------------------------------------------- metrics on known inputs
+
+def test_metrics_on_fixed_outcomes():
+    outs = [outcome(0.9, True, [(0.9, 0.1)]), outcome(0.5, False, [(0.8, 0.8)]),
+            outcome(0.2, False, [(0.7, 0.6)]), outcome(0.7, True, [(0.6, 0.2)])]
+    assert accuracy(outs) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert soft_accuracy(outs) == pytest.approx((0.9 + 0.5 + 0.2 + 0.7) / 4)
+    # (0.9, 0.1) and (0.6, 0.2) agree; (0.8, 0.8) and (0.7, 0.6) pick by position
+    assert consistency(outs) == pytest.approx(0.5)
+    assert first_position(outs) == pytest.approx(sum([0.9, 0.1, 0.8, 0.8, 0.7, 0.6, 0.6, 0.2]) / 8)
+    p_first = [0.9, 0.5, 0.8, 0.7]
+    truth = [1, 0, 0, 1]
+    assert brier(outs) == pytest.approx(sum((p - t) ** 2 for p, t in zip(p_first, truth)) / 4)
+    # bins: 0.5 alone (gap 0.5), 0.7 alone (gap 0.3), 0.8 alone (0.8), 0.9 alone (0.1)
+    assert ece(outs) == pytest.approx((0.5 + 0.3 + 0.8 + 0.1) / 4)
+    assert expected_calibration_error([0.25, 0.25, 0.75, 0.75], [0, 1, 1, 1]) == pytest.approx(
+        0.5 * 0.25 + 0.5 * 0.25)
+
+
+def test_bootstrap_interval_brackets_the_value_and_narrows_with_more_pairs():
+    few = [outcome(0.9)] * 6 + [outcome(0.1)] * 4
+    many = few * 20
+    lo, hi = bootstrap_interval(few, accuracy, samples=500, seed=1)
+    lo2, hi2 = bootstrap_interval(many, accuracy, samples=500, seed=1)
+    assert lo <= 0.6 <= hi and lo2 <= 0.6 <= hi2
+    assert hi2 - lo2 < hi - lo
+    assert bootstrap_interval([outcome(0.9)] * 5, accuracy, samples=50, seed=0) == (1.0, 1.0)
+    assert bootstrap_interval(few, accuracy, samples=200, seed=3) == bootstrap_interval(
+        few, accuracy, samples=200, seed=3)
+
+
+def test_summary_gives_per_category_groups_and_verdicts():
+    outs = ([outcome(0.95, category="a", orders=[(0.95, 0.05)])] * 40
+            + [outcome(0.5, category="b", orders=[(0.9, 0.9)])] * 40)
+    summary = summarize(outs, samples=200)
+    assert set(summary) == {"all", "a", "b"}
+    assert summary["a"]["verdict"] == "ok" and summary["a"]["accuracy"] == 1.0
+    assert summary["b"]["verdict"] == "at chance" and summary["b"]["consistency"] == 0.0
+    assert summary["all"]["pairs"] == 80
+
+
+# ---------------------------------------------------------------- bad labelled data
+
+@pytest.mark.parametrize("bad, message", [
+    ({"prompt": "q", "chosen": "a"}, "without 'rejected'"),
+    ({"prompt": "q", "chosen": "same", "rejected": " same "}, "are the same answer"),
+    ({"prompt": "q", "chosen": 3, "rejected": "b"}, "'chosen' must be a string"),
+    ({"chosen": "a", "rejected": "b"}, "neither 'prompt' nor 'messages'"),
+])
+def test_bad_labelled_records_name_file_and_line(tmp_path, bad, message):
+    path = write(tmp_path / "l.jsonl", labelled(2) + [bad])
+    with pytest.raises(InputError, match=message) as caught:
+        load_labelled(path)
+    assert caught.value.where.startswith(f"{path}:3")
+
+
+def test_category_on_some_records_only_and_empty_sets_are_errors(tmp_path):
+    recs = labelled(3)
+    del recs[1]["category"]
+    with pytest.raises(InputError, match="no 'category'") as caught:
+        load_labelled(write(tmp_path / "c.jsonl", recs))
+    assert ":2" in caught.value.where
+    with pytest.raises(InputError, match="no labelled pairs in split 'test'"):
+        load_labelled(write(tmp_path / "s.jsonl", [dict(r, split="dev") for r in labelled(3)]), "test")
+
+
+def test_trl_conversational_layout_is_read(tmp_path):
+    rec = {"prompt": [{"role": "user", "content": "Hi?"}],
+           "chosen": [{"role": "assistant", "content": "Hello!"}],
+           "rejected": [{"role": "assistant", "content": "Go away."}]}
+    (pair,) = load_labelled(write(tmp_path / "t.jsonl", [rec]))
+    assert (pair.messages[-1]["content"], pair.chosen, pair.rejected) == ("Hi?", "Hello!", "Go away.")
+
+
+# ---------------------------------------------------------------- judges of known quality
+
+def _shown(chat):
+    question = chat[-1]["content"]
+    a = question.split("(A) ", 1)[1].split("\n(B) ", 1)[0]
+    return a
+
+
+def run_check(tmp_path, chooser, n=24, seed=0):
+    pairs = load_labelled(write(tmp_path / "j.jsonl", labelled(n)))
+    records = judge_inputs(pairs, seed)
+    judged = list(judge(records, [FakeEngine(chooser=chooser)], load_constitution("harmless"),
+                        JudgeSettings(seed=seed)))
+    return records, [outcome_of(j, r) for j, r in zip(judged, records)]
+
+
+def test_the_order_shown_first_is_drawn_per_pair(tmp_path):
+    records, _ = run_check(tmp_path, lambda chat, opts: [-0.5, -1.0])
+    firsts = [r["better"] for r in records]
+    assert 0 < sum(firsts) < len(firsts)
+
+
+def test_a_judge_that_knows_the_answer_scores_one(tmp_path):
+    def knows(chat, opts):
+        return [-0.05, -3.0] if _shown(chat).startswith("GOOD") else [-3.0, -0.05]
+
+    _, outs = run_check(tmp_path, knows)
+    summary = summarize(outs, samples=200)["all"]
+    assert summary["accuracy"] == 1.0 and summary["consistency"] == 1.0
+    assert summary["first_position"] == pytest.approx(0.5, abs=0.01)
+    assert summary["verdict"] == "ok"
+
+
+def test_a_judge_that_always_says_a_is_at_chance(tmp_path):
+    _, outs = run_check(tmp_path, lambda chat, opts: [math.log(0.8), math.log(0.2)])
+    summary = summarize(outs, samples=200)["all"]
+    assert summary["accuracy"] == 0.5          # both orders cancel: every label is 0.5
+    assert summary["consistency"] == 0.0
+    assert summary["first_position"] == pytest.approx(0.8)
+    assert summary["verdict"] == "at chance"
+
+
+# ---------------------------------------------------------------- the command
+
+def cai(*args, input: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "cai_tools.cli.main", *args], input=input,
+                          capture_output=True, cwd=ROOT)
+
+
+def test_judge_check_command_writes_json_and_a_report(tmp_path):
+    data = write(tmp_path / "l.jsonl", labelled(12))
+    done = cai("judge-check", "-m", "fake", "--data", data, "--split", "", "--bootstrap", "100",
+               "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["groups"]["all"]["pairs"] == 12 and set(summary["groups"]) == {"all", "helpful", "harmless"}
+    assert summary["comparisons_per_s"] > 0
+    for name in ("report.md", "reliability.png", "summary.json", "judged.jsonl"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "judge accuracy" in done.stderr.decode()
+    assert "| all | 12 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_judge_check_bad_data_is_one_line(tmp_path):
+    data = write(tmp_path / "l.jsonl", labelled(2) + [{"prompt": "q", "chosen": "x", "rejected": "x"}])
+    done = cai("judge-check", "-m", "fake", "--data", data, "--split", "")
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.decode().strip().splitlines() == [
+        f"cai judge-check: error: {data}:3: 'chosen' and 'rejected' are the same answer"]
+
+
+@pytest.mark.model
+def test_judge_check_on_the_real_model(model_path, tmp_path):
+    """A real run over varied labelled pairs from the shipped set (its dev split)."""
+    pairs = [json.loads(x) for x in (ROOT / "data" / "judge_check.jsonl").read_text().splitlines()]
+    dev = [p for p in pairs if p["split"] == "dev"][::4][:8]
+    data = write(tmp_path / "dev.jsonl", dev)
+    done = cai("judge-check", "-m", str(model_path), "--data", data, "--split", "dev",
+               "--bootstrap", "200", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    overall = json.loads(done.stdout)["groups"]["all"]
+    assert overall["pairs"] == len(dev)
+    assert 0.0 <= overall["accuracy_interval"][0] <= overall["accuracy"] <= overall["accuracy_interval"][1] <= 1.0
+    assert overall["consistency"] is not None and 0.0 < overall["first_position"] < 1.0
+    assert overall["verdict"] in ("ok", "weak", "at chance")
+    judged = [json.loads(x) for x in (tmp_path / "out" / "judged.jsonl").read_text().splitlines()]
+    assert all(len(j["judgements"]) == 1 and 0.0 <= j["label"] <= 1.0 for j in judged)
