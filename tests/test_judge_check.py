@@ -202,3 +202,43 @@ def test_judge_check_on_the_real_model(model_path, tmp_path):
     assert overall["verdict"] in ("ok", "weak", "at chance")
     judged = [json.loads(x) for x in (tmp_path / "out" / "judged.jsonl").read_text().splitlines()]
     assert all(len(j["judgements"]) == 1 and 0.0 <= j["label"] <= 1.0 for j in judged)
+
+
+# ---------------------------------------------------------------- low-confidence labels
+
+def test_min_confidence_marks_unsure_pairs_and_build_pm_data_leaves_them_out(tmp_path):
+    from cai_tools.train.preferences import load_preferences
+
+    def knows(chat, opts):
+        return [-0.05, -3.0] if _shown(chat).startswith("GOOD") else [-3.0, -0.05]
+
+    records = judge_inputs(load_labelled(write(tmp_path / "j.jsonl", labelled(6))), 0)
+    settings = JudgeSettings(min_confidence=0.1)
+    sure = list(judge(records, [FakeEngine(chooser=knows)], load_constitution("harmless"), settings))
+    biased = list(judge(records, [FakeEngine(chooser=lambda c, o: [math.log(0.8), math.log(0.2)])],
+                        load_constitution("harmless"), settings))
+    assert [r["low_confidence"] for r in sure] == [False] * 6
+    assert [r["low_confidence"] for r in biased] == [True] * 6      # orders disagree, labels 0.5
+    assert sure[0]["_cai"]["steps"][-1]["min_confidence"] == 0.1
+    skipped: list = []
+    train, held = load_preferences([write(tmp_path / "p.jsonl", sure[:4] + biased[:2])], eval_fraction=0.0,
+                                   seed=0, skipped=skipped)
+    assert len(train) == 4 and len(skipped) == 2
+    with pytest.raises(InputError, match="all 2 pairs are marked low_confidence"):
+        load_preferences([write(tmp_path / "b.jsonl", biased[:2])], eval_fraction=0.0, seed=0)
+    # without the option nothing is marked
+    plain = list(judge(records[:1], [FakeEngine(chooser=knows)], load_constitution("harmless"), JudgeSettings()))
+    assert "low_confidence" not in plain[0] and "min_confidence" not in plain[0]["_cai"]["steps"][-1]
+
+
+def test_judge_counts_confident_pairs_on_stderr(tmp_path):
+    recs = [{"id": f"r{i}", "prompt": f"Question {i}?", "responses": [f"answer one {i}", f"answer two {i}"]}
+            for i in range(5)]
+    done = cai("judge", "-m", "fake", "--min-confidence", "0.5", input=b"".join(
+        json.dumps(r).encode() + b"\n" for r in recs))
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(x) for x in done.stdout.splitlines()]
+    assert len(out) == 5 and all(r["low_confidence"] for r in out)   # no label is 0.5 away from 0.5
+    assert "0 of 5 pairs are confident" in done.stderr.decode()
+    bad = cai("judge", "-m", "fake", "--min-confidence", "0.7", input=b"")
+    assert bad.returncode == 2 and "--min-confidence must be in [0, 0.5]" in bad.stderr.decode()

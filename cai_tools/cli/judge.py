@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated
@@ -30,6 +31,9 @@ class JudgeOptions:
     clamp: tuple[float, float] | None = option(
         None, "Clamp each order's probability to [LO, HI] (default 0.4 0.6 with --cot).")
     hard: bool = option(False, "0/1 labels instead of soft ones.")
+    min_confidence: float | None = option(
+        None, "Mark pairs whose label is within D of 0.5, or whose two orders pick different "
+              "answers, \"low_confidence\": true (build-pm leaves them out); counts on stderr.")
 
     def settings(self, opts: StepOptions, pairs: str = "all") -> tuple[Constitution, JudgeSettings]:
         """The constitution and judge settings these options name, checked."""
@@ -38,12 +42,15 @@ class JudgeOptions:
         clamp = self.clamp
         if clamp is not None and not 0.0 <= clamp[0] < clamp[1] <= 1.0:
             raise UsageError(f"--clamp needs 0 <= LO < HI <= 1, got {clamp[0]} {clamp[1]}")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 0.5:
+            raise UsageError(f"--min-confidence must be in [0, 0.5], got {self.min_confidence}")
         const = load_constitution(self.constitution)
         if self.principle:
             const.judge_principle(self.principle)
         return const, JudgeSettings(principle_id=self.principle, ensemble=self.ensemble, pairs=pairs,
                                     cot=self.cot, clamp=clamp or ((0.4, 0.6) if self.cot else None),
-                                    hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling)
+                                    hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling,
+                                    min_confidence=self.min_confidence)
 
 
 def judging_step(**defaults):
@@ -74,7 +81,19 @@ def judge(
     console = Console("judge", opts.quiet)
     with cli_errors("judge", opts.debug):
         const, settings = how.settings(opts, pairs.value)
+        confidence = Counter()
+
+        def counted(records):
+            for rec in records:
+                if "low_confidence" in rec:
+                    confidence["low" if rec["low_confidence"] else "confident"] += 1
+                yield rec
+
         with opts.engines(console) as engines:
-            opts.run_records("judge", input, lambda recs: judge_step(
+            opts.run_records("judge", input, lambda recs: counted(judge_step(
                 recs, engines, const, settings, batch_size=opts.batch_size,
-                on_error=opts.on_error), output_ids=lambda rec: comparison_ids(rec, settings))
+                on_error=opts.on_error)), output_ids=lambda rec: comparison_ids(rec, settings))
+        if how.min_confidence is not None:
+            console.note(f"{confidence['confident']} of {sum(confidence.values())} pairs are confident "
+                         f"(label at least {how.min_confidence} from 0.5, both orders agreeing); "
+                         f"{confidence['low']} marked low_confidence, which build-pm leaves out")

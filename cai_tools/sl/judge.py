@@ -34,7 +34,8 @@ COT_CUE = "Let's think step by step:"
 class JudgeSettings:
     """How ``judge`` labels pairs: a pinned ``principle_id`` or ``ensemble`` sampled principles, which
     pairs ("all" or "adjacent"), optional chain of thought, ``clamp`` on each order's probability,
-    ``hard`` labels of 1.0, and the seed."""
+    ``hard`` labels of 1.0, the seed, and ``min_confidence``: mark pairs whose label is within it
+    of 0.5, or whose two orders pick different answers, ``low_confidence``."""
 
     principle_id: str | None = None
     ensemble: int = 1
@@ -44,11 +45,15 @@ class JudgeSettings:
     hard: bool = False
     seed: int = 0
     cot_sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=128, temperature=0.0))
+    min_confidence: float | None = None
 
     def as_dict(self) -> dict:
-        return {"principle": self.principle_id, "ensemble": self.ensemble, "pairs": self.pairs,
-                "cot": self.cot, "clamp": list(self.clamp) if self.clamp else None,
-                "hard": self.hard, "seed": self.seed}
+        settings = {"principle": self.principle_id, "ensemble": self.ensemble, "pairs": self.pairs,
+                    "cot": self.cot, "clamp": list(self.clamp) if self.clamp else None,
+                    "hard": self.hard, "seed": self.seed}
+        if self.min_confidence is not None:
+            settings["min_confidence"] = self.min_confidence
+        return settings
 
 
 def candidates_of(record: dict) -> list[str]:
@@ -275,3 +280,16 @@ def _finish(comp: _Comparison, p_i: float, judgements: list, settings: JudgeSett
         "identical": identical,
         "judgements": judgements,
     })
+    if settings.min_confidence is not None:
+        comp.out["low_confidence"] = identical or is_low_confidence(p_i, judgements, settings.min_confidence)
+
+
+def orders_disagree(judgement: dict) -> bool:
+    """Whether a judgement's two orders pick different answers (each picks whichever it shows as
+    (A) when its P(A) > 0.5, so they agree when exactly one of the two is above 0.5)."""
+    return (judgement["p_first_order"] > 0.5) == (judgement["p_second_order"] > 0.5)
+
+
+def is_low_confidence(p_i: float, judgements: list[dict], min_confidence: float) -> bool:
+    """A label within ``min_confidence`` of 0.5, or any judgement whose orders disagree."""
+    return abs(p_i - 0.5) < min_confidence or any(orders_disagree(j) for j in judgements)

@@ -71,7 +71,11 @@ def train_pm(cfg: PMConfig, *, resume: bool = False, on_step: Callable[[dict], N
     checkpoint = prepare_run(cfg, resume)
     import torch
 
-    train, held = load_preferences(cfg.data, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    skipped: list[str] = []
+    train, held = load_preferences(cfg.data, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                                   skipped=skipped)
+    if skipped:
+        on_note(f"left out {len(skipped)} pairs the judge marked low_confidence")
     on_note(f"{len(train)} training pairs, {len(held)} held out; loading {cfg.base}")
     tokenizer = load_tokenizer(cfg.base)
 

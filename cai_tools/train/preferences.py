@@ -83,18 +83,28 @@ def preference_of(record: dict) -> Preference:
     return Preference(prompt_msgs + c, prompt_msgs + r, float(label), where(record))
 
 
-def load_preferences(specs: list[str], *, eval_fraction: float, seed: int
-                     ) -> tuple[list[Preference], list[Preference]]:
+def load_preferences(specs: list[str], *, eval_fraction: float, seed: int,
+                     skipped: list | None = None) -> tuple[list[Preference], list[Preference]]:
     """(train, held-out) pairs from ``FILE[:WEIGHT]`` specs. The held-out split is drawn per
-    file before weighting (seeded); WEIGHT resamples the file's training share."""
+    file before weighting (seeded); WEIGHT resamples the file's training share. Records the
+    judge marked ``low_confidence`` are left out (appended to ``skipped`` when given)."""
     train: list[Preference] = []
     held: list[Preference] = []
     for spec in specs:
         path, weight = parse_mix(spec)
-        pool = []
+        pool, unsure = [], []
         for rec in read_records(path):
-            if error_of(rec) is None:
-                pool.append(preference_of(rec))
+            if error_of(rec) is not None:
+                continue
+            if rec.get("low_confidence") is True:
+                unsure.append(where(rec))
+                continue
+            pool.append(preference_of(rec))
+        if skipped is not None:
+            skipped += unsure
+        if not pool and unsure:
+            raise InputError(f"all {len(unsure)} pairs are marked low_confidence by the judge "
+                             "('cai judge --min-confidence'): nothing confident to train on", where=path)
         if not pool:
             raise InputError("no preference records in this file (is it empty?)", where=path)
         rng = random.Random(f"{seed}:{path}")
