@@ -44,6 +44,8 @@ say(f"{'pairs+judge':<13}{took('pairs+judge'):>10}  {len(prefs)} labelled pairs,
     f"{sum(p['label'] for p in prefs) / len(prefs):.3f}")
 if pm:
     acc = "n/a" if pm["accuracy"] is None else f"{pm['accuracy']:.2f}"
+    if pm.get("accuracy_interval"):   # run folders before intervals were reported have none
+        acc += f" [{pm['accuracy_interval'][0]:.2f}, {pm['accuracy_interval'][1]:.2f}] ({pm['verdict']})"
     say(f"{'build-pm':<13}{took('build-pm'):>10}  held-out accuracy {acc}, ECE {pm['ece']:.3f} on {pm['pairs']} pairs")
 say(f"{'rl':<13}{took('rl'):>10}  {len(rl)} steps, PM reward {rl[0].get('reward', float('nan')):+.3f} -> "
     f"{rl[-1].get('reward', float('nan')):+.3f} -> {demo / 'rl-lora.gguf'}")

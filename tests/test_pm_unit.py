@@ -73,5 +73,20 @@ def test_calibration_report_on_known_numbers():
     # margins 0 -> q 0.5 (bin 5); ln 3 -> q 0.75 (bin 7); -ln 3 -> q 0.25 (bin 2)
     report = calibration_report([0.0, math.log(3), -math.log(3)], [0.5, 1.0, 1.0])
     assert report["accuracy"] == 0.5            # the 0.5 label is not counted
+    assert report["verdict"] == "at chance"     # 1 of 2 held-out pairs tells nothing
+    low, high = report["accuracy_interval"]
+    assert low < 0.5 < high
     assert report["ece"] == pytest.approx((0 + 0.25 + 0.75) / 3)
     assert report["mean_loss"] == pytest.approx((math.log(2) + math.log(4 / 3) + math.log(4)) / 3)
+
+
+def test_accuracy_intervals_and_verdicts():
+    from cai_tools.calibration import accuracy_verdict, wilson_interval
+
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)      # the textbook Wilson interval
+    assert accuracy_verdict((low, high)) == "at chance"           # 8 of 10 is not yet a finding
+    assert accuracy_verdict(wilson_interval(80, 100)) == "ok"
+    assert accuracy_verdict(wilson_interval(57, 100)) == "at chance"
+    assert accuracy_verdict(wilson_interval(65, 100)) == "weak"
+    assert wilson_interval(0, 0) is None and accuracy_verdict(None) == "at chance"

@@ -15,7 +15,11 @@ def build_pm(*, run: TrainingRun) -> None:
     with run.progress() as progress:
         summary = train_pm(cfg, resume=run.resume, on_step=progress.update, on_note=run.console.note)
     report = summary.get("eval")
-    held = (f"; held out: accuracy {report['accuracy']:.3f}, ECE {report['ece']:.3f} on "
-            f"{report['pairs']} pairs" if report and report["accuracy"] is not None else "")
+    held = ""
+    if report and report["accuracy"] is not None:
+        low, high = report["accuracy_interval"]
+        held = (f"; held out: accuracy {report['accuracy']:.3f} [{low:.3f}, {high:.3f}] ({report['verdict']}"
+                f"{': too few held-out pairs or no signal to tell' if report['verdict'] == 'at chance' else ''}), "
+                f"ECE {report['ece']:.3f} on {report['pairs']} pairs")
     run.console.note(f"{summary['steps']} steps on {summary.get('pairs', '?')} pairs{held}; "
                      f"PM in {cfg.out} (next: cai score --pm {cfg.out})")

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from ..calibration import ECE_BINS, expected_calibration_error
+from ..calibration import ECE_BINS, accuracy_verdict, expected_calibration_error
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from ..records import read_records, record_seed, where
@@ -177,13 +177,12 @@ def bootstrap_interval(outcomes: Sequence[Outcome], metric, *, samples: int, see
 
 
 def verdict(group: dict) -> str:
-    """ok / weak / at chance, from the accuracy interval and the order consistency."""
-    low, high = group["accuracy_interval"] or (0.0, 1.0)
-    if low <= 0.5:
-        return "at chance"
-    if group["consistency"] is not None and group["consistency"] < WEAK_CONSISTENCY:
+    """ok / weak / at chance, from the accuracy interval (``calibration.accuracy_verdict``);
+    weak at best when the two orders mostly disagree."""
+    said = accuracy_verdict(group["accuracy_interval"])
+    if said == "ok" and group["consistency"] is not None and group["consistency"] < WEAK_CONSISTENCY:
         return "weak"
-    return "ok" if low > 0.6 else "weak"
+    return said
 
 
 def summarize(outcomes: Sequence[Outcome], *, samples: int = 1000, seed: int = 0) -> dict:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..calibration import expected_calibration_error
+from ..calibration import accuracy_verdict, expected_calibration_error, wilson_interval
 from ..errors import UsageError
 from ..option_fields import option
 from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
@@ -114,13 +114,17 @@ def evaluate(model, tokenizer, pairs: list[Preference], max_length: int, batch_s
 
 def calibration_report(margins: list[float], labels: list[float]) -> dict:
     """Held-out metrics from PM margins and soft labels: pair count, ``accuracy`` (on labels other
-    than 0.5; None when there are none), ``mean_loss``, ``ece`` (10 bins) and ``mean_margin``."""
+    than 0.5; None when there are none) with its 95 % Wilson interval and verdict (at chance / weak /
+    ok), ``mean_loss``, ``ece`` (10 bins) and ``mean_margin``."""
     import math
 
     probs = [1.0 / (1.0 + math.exp(-m)) for m in margins]
     decided = [(q, p) for q, p in zip(probs, labels) if p != 0.5]
-    accuracy = sum((q > 0.5) == (p > 0.5) for q, p in decided) / len(decided) if decided else None
+    right = sum((q > 0.5) == (p > 0.5) for q, p in decided)
+    accuracy = right / len(decided) if decided else None
+    interval = wilson_interval(right, len(decided))
     losses = [-(p * math.log(max(q, 1e-12)) + (1 - p) * math.log(max(1 - q, 1e-12))) for q, p in zip(probs, labels)]
     ece = expected_calibration_error(probs, labels)
-    return {"pairs": len(probs), "accuracy": accuracy, "mean_loss": sum(losses) / len(losses),
+    return {"pairs": len(probs), "accuracy": accuracy, "accuracy_interval": interval,
+            "verdict": accuracy_verdict(interval), "mean_loss": sum(losses) / len(losses),
             "ece": ece, "mean_margin": sum(margins) / len(margins)}
