@@ -86,15 +86,7 @@ def eval_(
         sl_rounds = revision_round_conversations(sl) if sl else None
 
         def track(items, stage, total):
-            progress = Progress(f"eval: {stage}", total, quiet)
-            done = 0
-            try:
-                for item in items:
-                    yield item
-                    done += 1
-                    progress.advance()
-            finally:
-                progress.finish(done)
+            return Progress.tracked(items, f"eval: {stage}", total, quiet)
 
         def engine(model_path, lora=None):
             return open_engine(engine_options.with_model(model_path, lora), note=console.note)

@@ -46,12 +46,10 @@ def judge_check(
         const, settings = how.settings(opts)
         records = judge_inputs(load_labelled(data, split or None), opts.seed)
         with opts.engines(console) as engines:
-            progress = Progress("judge-check", len(records), opts.quiet)
-            start, judged = time.monotonic(), []
-            for rec in judge_step(records, engines, const, settings, batch_size=opts.batch_size):
-                judged.append(rec)
-                progress.advance()
-            progress.finish(len(judged))
+            start = time.monotonic()
+            judged = list(Progress.tracked(judge_step(records, engines, const, settings,
+                                                      batch_size=opts.batch_size),
+                                           "judge-check", len(records), opts.quiet))
             elapsed = time.monotonic() - start
             engine_info = [e.info.as_dict() for e in engines]
         outcomes = [outcome_of(j, r) for j, r in zip(judged, records)]

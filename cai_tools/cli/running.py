@@ -229,6 +229,19 @@ class Progress:
             print(f"cai {self.step}: {self.done} records{left} ({self.rate():.1f}/min)",
                   file=sys.stderr, flush=True)
 
+    @classmethod
+    def tracked(cls, items: Iterable, step: str, total: int | None, quiet: bool) -> Iterator:
+        """``items`` passed through, advancing a progress line per item; finished even when the
+        consumer stops early or fails."""
+        progress, done = cls(step, total, quiet), 0
+        try:
+            for item in items:
+                yield item
+                done += 1
+                progress.advance()
+        finally:
+            progress.finish(done)
+
     def finish(self, written: int) -> None:
         if self.bar is not None:
             self.bar.stop()

@@ -24,6 +24,8 @@ from ..calibration import ECE_BINS, accuracy_verdict, expected_calibration_error
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from ..records import read_records, record_seed, where
+from ..sl.judge import orders_agree
+from .stats import quantile
 
 LEVEL = 0.95
 # Verdict thresholds on the accuracy interval and on order consistency.
@@ -134,7 +136,7 @@ def soft_accuracy(outcomes: Sequence[Outcome]) -> float:
 
 def consistency(outcomes: Sequence[Outcome]) -> float | None:
     """Share of judgements whose two orders pick the same answer (None: no judgements)."""
-    agree = [(p1 > 0.5) == (p2 < 0.5) for o in outcomes for p1, p2 in o.orders]
+    agree = [orders_agree(p1, p2) for o in outcomes for p1, p2 in o.orders]
     return sum(agree) / len(agree) if agree else None
 
 
@@ -171,8 +173,7 @@ def bootstrap_interval(outcomes: Sequence[Outcome], metric, *, samples: int, see
     if not values:
         return None
     values.sort()
-    lo = values[int((1.0 - level) / 2.0 * (len(values) - 1))]
-    hi = values[int(round((1.0 + level) / 2.0 * (len(values) - 1)))]
+    lo, hi = quantile(values, (1.0 - level) / 2.0), quantile(values, (1.0 + level) / 2.0)
     return lo, hi
 
 

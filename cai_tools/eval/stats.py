@@ -77,11 +77,12 @@ def elo_intervals(comparisons: Sequence[Comparison], *, samples: int = 200, leve
     out = {}
     for model, values in draws.items():
         values.sort()
-        out[model] = (_quantile(values, lo_q), _quantile(values, hi_q))
+        out[model] = (quantile(values, lo_q), quantile(values, hi_q))
     return out
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, interpolated linearly between neighbours."""
     pos = q * (len(sorted_values) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

@@ -284,12 +284,13 @@ def _finish(comp: _Comparison, p_i: float, judgements: list, settings: JudgeSett
         comp.out["low_confidence"] = identical or is_low_confidence(p_i, judgements, settings.min_confidence)
 
 
-def orders_disagree(judgement: dict) -> bool:
-    """Whether a judgement's two orders pick different answers (each picks whichever it shows as
-    (A) when its P(A) > 0.5, so they agree when exactly one of the two is above 0.5)."""
-    return (judgement["p_first_order"] > 0.5) == (judgement["p_second_order"] > 0.5)
+def orders_agree(p_first_order: float, p_second_order: float) -> bool:
+    """Whether a judgement's two orders pick the same answer (each picks whichever it shows as (A)
+    when its P(A) > 0.5, so they agree when exactly one of the two is above 0.5)."""
+    return (p_first_order > 0.5) != (p_second_order > 0.5)
 
 
 def is_low_confidence(p_i: float, judgements: list[dict], min_confidence: float) -> bool:
     """A label within ``min_confidence`` of 0.5, or any judgement whose orders disagree."""
-    return abs(p_i - 0.5) < min_confidence or any(orders_disagree(j) for j in judgements)
+    return abs(p_i - 0.5) < min_confidence or not all(
+        orders_agree(j["p_first_order"], j["p_second_order"]) for j in judgements)

@@ -20,7 +20,6 @@ REPETITION_LOOP = "repetition_loop"
 TRUNCATED = "truncated"
 SCAFFOLDING = "scaffolding"
 DESCRIBES_ANSWER = "describes_answer"
-FLAGS = (EMPTY, COPIES_CRITIQUE, UNCHANGED, DESCRIBES_ANSWER, REPETITION_LOOP, TRUNCATED, SCAFFOLDING)
 
 NGRAM = 4
 LOOP_SHARE = 0.3        # share of repeated 4-grams above which text counts as looping
@@ -62,7 +61,8 @@ def _normalized(text: str) -> str:
 
 
 def text_flags(text: str, finish_reason: str | None = None) -> list[str]:
-    """Flags any generated text can have: empty, looping, truncated, leaked scaffolding."""
+    """Flags any generated text can have (all a critique can have): empty, looping, truncated,
+    leaked scaffolding."""
     if not text.strip():
         return [EMPTY]
     flags = []
@@ -73,11 +73,6 @@ def text_flags(text: str, finish_reason: str | None = None) -> list[str]:
     if _SCAFFOLD.search(text):
         flags.append(SCAFFOLDING)
     return flags
-
-
-def critique_flags(critique: str, finish_reason: str | None = None) -> list[str]:
-    """The flags of one critique."""
-    return text_flags(critique, finish_reason)
 
 
 def revision_flags(revision: str, *, critique: str, previous: str,
@@ -109,7 +104,7 @@ def round_quality(entry: dict, previous: str, *, critique_finish: str | None = N
     critique found nothing to fix keeps its answer on purpose and is not flagged unchanged."""
     critique = entry.get("critique") or ""
     revision = entry.get("revision") or ""
-    c_flags = critique_flags(critique, critique_finish)
+    c_flags = text_flags(critique, critique_finish)
     r_flags = revision_flags(revision, critique=critique, previous=previous, finish_reason=revision_finish)
     if entry.get("clean") and r_flags == [UNCHANGED]:
         r_flags = []
