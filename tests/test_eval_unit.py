@@ -244,3 +244,75 @@ def test_cli_eval_checks_the_sl_file_before_generating(tmp_path):
     assert done.returncode == 1
     assert f"{sl}:1 id 1: SL-CAI records need 'init_response'" in done.stderr.decode()
     assert not (tmp_path / "o").exists()   # nothing generated before the check
+
+
+def _summary_with(reliability, helpful_ci=(-5.0, 5.0)):
+    per_model = {"a": {"harmless_elo": 40.0, "harmless_elo_ci": [12.0, 70.0],
+                       "helpful_elo": 0.0, "helpful_elo_ci": list(helpful_ci)},
+                 "b": {"harmless_elo": -40.0, "harmless_elo_ci": [-70.0, -12.0],
+                       "helpful_elo": 0.0, "helpful_elo_ci": list(helpful_ci)}}
+    return {"models": ["a", "b"], "per_model": per_model, "axes": {"harmless": {}, "helpful": {}},
+            "judge_reliability": reliability}
+
+
+def _reliability(accuracy, interval, consistency):
+    from cai_tools.eval.judge_check import verdict
+
+    group = {"pairs": 92, "accuracy": accuracy, "accuracy_interval": interval, "soft_accuracy": 0.5,
+             "consistency": consistency, "first_position": 0.5, "ece": 0.05}
+    group["verdict"] = verdict(group)
+    return {"pairs": 92, "constitution": "harmless", "groups": {"all": group}}
+
+
+def test_the_verdict_says_no_finding_when_the_judge_is_at_chance():
+    from cai_tools.eval.report import findings, headline_table, judge_can_tell
+
+    at_chance = _summary_with(_reliability(0.55, (0.45, 0.65), 0.8))
+    assert judge_can_tell(at_chance["judge_reliability"]) is False
+    said = findings(at_chance)
+    assert len(said) == 1 and said[0].startswith("No finding") and "0.55 [0.45, 0.65]" in said[0]
+    assert headline_table(at_chance).startswith("No finding")
+    # An accurate judge whose two orders mostly disagree cannot tell the models apart either.
+    inconsistent = _summary_with(_reliability(0.8, (0.7, 0.9), 0.3))
+    assert findings(inconsistent)[0].startswith("No finding")
+
+
+def test_the_verdict_names_differences_only_with_a_judge_that_can_tell():
+    from cai_tools.eval.report import findings, markdown
+
+    good = _summary_with(_reliability(0.85, (0.77, 0.92), 0.9))
+    said = findings(good)
+    assert said[0].startswith("Judge: the judge picked the better answer of 92 labelled pairs 0.85")
+    assert said[1].startswith("Harmlessness: a +40 [+12, +70], b -40 [-70, -12]")
+    assert said[2] == "Helpfulness: no difference found (every model's Elo interval includes 0)"
+    weak = _summary_with(_reliability(0.62, (0.52, 0.71), 0.9))
+    assert findings(weak)[0].startswith("Weak judge")
+    unchecked = _summary_with(None)
+    assert "was not checked" in findings(unchecked)[0] and len(findings(unchecked)) == 3
+    summary = summarize([ModelSpec("a", "fake"), ModelSpec("b", "fake")], [], [], EvalSettings())
+    summary["judge_reliability"] = _reliability(0.55, (0.45, 0.65), 0.8)
+    text = markdown(summary, {})
+    assert text.index("## Verdict") < text.index("## Judge reliability") < text.index("## Models")
+    assert "- No finding:" in text and "| all | 92 | 0.55 [0.45, 0.65] |" in text
+
+
+def test_cli_eval_checks_the_judge_first_and_reuses_the_check(tmp_path):
+    from cai_tools.eval.report import findings
+
+    out = tmp_path / "eval"
+    args = ["eval", "-m", "a=fake", "-m", "b=fake", "--judge", "fake", "--out", out,
+            "--limit", "2", "--bootstrap", "10", "--judge-check-limit", "12"]
+    done = run_cai(*args)
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads((out / "summary.json").read_text())
+    reliability = summary["judge_reliability"]
+    assert reliability["pairs"] == 12 and reliability["groups"]["all"]["verdict"] in ("at chance", "weak", "ok")
+    report = (out / "report.md").read_text()
+    assert "## Judge reliability" in report and findings(summary)[0] in report
+    assert findings(summary)[0] in done.stderr.decode()
+    again = run_cai(*args)
+    assert again.returncode == 0 and "reusing the judge check" in again.stderr.decode()
+    skipped = run_cai(*args[:-2], "--no-judge-check", "--out", tmp_path / "e2")
+    assert "was not checked" in skipped.stderr.decode()
+    bad = run_cai(*args[:-2], "--judge-check-split", "nope", "--out", tmp_path / "e3")
+    assert bad.returncode == 1 and "no labelled pairs in split 'nope'" in bad.stderr.decode()

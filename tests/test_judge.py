@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import orjson
 import pytest
 
 from cai_tools.constitution import load_constitution

@@ -123,11 +123,11 @@ def _shown(chat):
     return a
 
 
-def run_check(tmp_path, chooser, n=24, seed=0):
+def run_check(tmp_path, chooser, n=24, seed=0, **settings):
     pairs = load_labelled(write(tmp_path / "j.jsonl", labelled(n)))
     records = judge_inputs(pairs, seed)
     judged = list(judge(records, [FakeEngine(chooser=chooser)], load_constitution("harmless"),
-                        JudgeSettings(seed=seed)))
+                        JudgeSettings(seed=seed, **settings)))
     return records, [outcome_of(j, r) for j, r in zip(judged, records)]
 
 
@@ -155,6 +155,62 @@ def test_a_judge_that_always_says_a_is_at_chance(tmp_path):
     assert summary["consistency"] == 0.0
     assert summary["first_position"] == pytest.approx(0.8)
     assert summary["verdict"] == "at chance"
+
+
+SKILL, BIAS = 0.5, 2.0   # logit P(A) = +-SKILL + BIAS: every raw order says (A)
+
+
+def biased(chat, opts):
+    """A judge that knows the answer a little and prefers (A) a lot; with no content (the
+    content-free prompt) it says its prior, BIAS."""
+    shown = _shown(chat)
+    skill = 0.0 if shown == "N/A" else SKILL if shown.startswith("GOOD") else -SKILL
+    return [skill + BIAS, 0.0]
+
+
+def test_calibration_divides_a_known_position_bias_out(tmp_path):
+    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))
+    # One raw order: always (A), so right exactly when the better answer is shown first.
+    _, raw = run_check(tmp_path, biased, orders=1)
+    assert all(len(o.shown) == 1 and o.orders == [] for o in raw)
+    assert summarize(raw, samples=50)["all"]["first_position"] > 0.8
+    assert 0.2 < accuracy(raw) < 0.8
+    # One order, content-free calibrated: the prior comes out and the truth is recovered.
+    _, one = run_check(tmp_path, biased, orders=1, calibrate="content-free")
+    assert accuracy(one) == 1.0
+    assert all(o.p_better == pytest.approx(sigmoid(SKILL)) for o in one)
+    # Two orders averaged pick right but squash the label towards 0.5; swap recovers sigmoid(SKILL).
+    _, avg = run_check(tmp_path, biased)
+    assert accuracy(avg) == 1.0 and consistency(avg) == 0.0
+    squashed = (sigmoid(SKILL + BIAS) + 1 - sigmoid(-SKILL + BIAS)) / 2
+    assert all(o.p_better == pytest.approx(squashed) for o in avg) and squashed < sigmoid(SKILL)
+    _, swap = run_check(tmp_path, biased, calibrate="swap")
+    assert all(o.p_better == pytest.approx(sigmoid(SKILL)) for o in swap)
+    # Content-free on both orders: the calibrated orders now agree on every pair.
+    _, both = run_check(tmp_path, biased, calibrate="content-free")
+    assert consistency(both) == 1.0 and accuracy(both) == 1.0
+    assert summarize(both, samples=50)["all"]["first_position"] == pytest.approx(0.5)
+
+
+def test_calibration_settings_are_checked_and_recorded(tmp_path):
+    for bad in ({"orders": 3}, {"calibrate": "magic"}, {"orders": 1, "calibrate": "swap"},
+                {"cot": True, "calibrate": "content-free"}):
+        with pytest.raises(ValueError):
+            JudgeSettings(**bad)
+    pairs = load_labelled(write(tmp_path / "j.jsonl", labelled(4)))
+    engine = FakeEngine(chooser=biased)
+    judged = list(judge(judge_inputs(pairs, 0), [engine], load_constitution("harmless"),
+                        JudgeSettings(orders=1, calibrate="content-free", examples=False)))
+    j = judged[0]["judgements"][0]
+    assert j["p_content_free"] == pytest.approx(1.0 / (1.0 + math.exp(-BIAS)))
+    step = judged[0]["_cai"]["steps"][-1]
+    assert step["orders"] == 1 and step["calibrate"] == "content-free" and step["examples"] is False
+    # one content-free prompt per principle, however many pairs; no worked examples shown
+    content_free = [c for c, _ in engine.calls if "(A) N/A" in c[-1]["content"]]
+    assert len(content_free) == len({p["judgements"][0]["principle"] for p in judged})
+    assert all(len(c) == 2 for c, _ in engine.calls)   # system prompt + question only
+    done = cai("judge-check", "-m", "fake", "--orders", "1", "--calibrate", "swap")
+    assert done.returncode == 2 and "--calibrate swap needs both orders" in done.stderr.decode()
 
 
 # ---------------------------------------------------------------- the command
@@ -202,6 +258,19 @@ def test_judge_check_on_the_real_model(model_path, tmp_path):
     assert overall["verdict"] in ("ok", "weak", "at chance")
     judged = [json.loads(x) for x in (tmp_path / "out" / "judged.jsonl").read_text().splitlines()]
     assert all(len(j["judgements"]) == 1 and 0.0 <= j["label"] <= 1.0 for j in judged)
+
+    # One order, calibrated by the model's own content-free prior.
+    one = cai("judge-check", "-m", str(model_path), "--data", data, "--split", "dev", "--orders", "1",
+              "--calibrate", "content-free", "--bootstrap", "200", "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["groups"]["all"]["consistency"] is None   # one order: nothing to compare
+    logit = lambda p: math.log(p / (1 - p))
+    for rec in (json.loads(x) for x in (tmp_path / "one" / "judged.jsonl").read_text().splitlines()):
+        (j,) = rec["judgements"]
+        shown = [k for k in ("p_first_order", "p_second_order") if k in j]
+        assert len(shown) == 1 and 0.0 < j["p_content_free"] < 1.0
+        calibrated = [c for c in j["calibrated"] if c is not None]
+        assert calibrated == [pytest.approx(1 / (1 + math.exp(-(logit(j[shown[0]]) - logit(j["p_content_free"])))))]
 
 
 # ---------------------------------------------------------------- low-confidence labels

@@ -4,6 +4,7 @@ parses, and a second `make demo` redoes nothing. A few minutes (model loads domi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # 2 prompts x 1 round of the tiny model may leave no usable SL-CAI round, so the demo here trains
 # on every round (the filter itself is tested in test_quality.py and test_real_sft.py).
 SIZES = ["N=2", "ROUNDS=1", "PAIRS_N=4", "SFT_STEPS=2", "PM_STEPS=2", "RL_STEPS=1", "EVAL_N=2",
-         "SFT_FILTER=--keep-flagged"]
+         "JUDGE_CHECK_N=4", "SFT_FILTER=--keep-flagged"]
 
 pytestmark = [pytest.mark.model, pytest.mark.pipeline]
 
@@ -41,8 +42,8 @@ def test_make_demo_runs_the_whole_pipeline(tmp_path):
     sl = jsonl(demo / "sl.jsonl")
     assert len(sl) == 2 and all(len(r["history"]) == 1 and r["history"][0]["revision"] for r in sl)
     assert all(r["messages"][-1]["role"] == "assistant" for r in jsonl(demo / "sl_hf.jsonl"))
-    prefs = jsonl(demo / "prefs.jsonl")
-    assert len(prefs) == 4 and all(0.5 <= p["label"] <= 1.0 for p in prefs)
+    prefs = jsonl(demo / "prefs.jsonl")   # 4 prompts x 3 answers: 3 pairs each
+    assert len(prefs) == 12 and all(0.5 <= p["label"] <= 1.0 for p in prefs)
     for run in ("sft", "pm", "rl"):
         assert json.loads((demo / run / "cai_run.json").read_text())["base"]
         assert (demo / run / "adapter_model.safetensors").stat().st_size > 0
@@ -67,6 +68,12 @@ def test_make_demo_runs_the_whole_pipeline(tmp_path):
     for png in ("harmless_vs_helpful.png", "pm_by_revision_round.png"):
         assert f"]({png})" in report and (ev / png).read_bytes()[:4] == b"\x89PNG"
     assert f"report: {ev / 'report.md'}" in done.stderr
+    # The three instruments, each with a verdict, and the eval's verdict from the judge check.
+    assert summary["judge_reliability"]["pairs"] == 4 and "## Judge reliability" in report
+    instruments = done.stderr[done.stderr.index("== instruments"):]
+    for line in ("judge check", "SL-CAI data", "PM"):
+        assert re.search(rf"^{line} +(ok|weak|at chance|poor) ", instruments, re.M), instruments
+    assert "revision rounds usable" in instruments and "sft trained on all" in instruments
 
     stages = (demo / "timings.tsv").read_text().splitlines()
     assert [s.split("\t")[0] for s in stages] == ["sl-data", "sft", "pairs+judge", "build-pm", "rl", "eval"]

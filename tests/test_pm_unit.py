@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from cai_tools.train.pm import calibration_report, soft_bt_loss
-from cai_tools.errors import InputError, RecordError
+from cai_tools.train.pm import calibration_report, confidence_weights, soft_bt_loss
+from cai_tools.errors import InputError, RecordError, UsageError
 from cai_tools.train.preferences import load_preferences, preference_of
 
 
@@ -69,11 +69,24 @@ def test_held_out_split_is_seeded_and_weights_resample(tmp_path):
         load_preferences([str(empty)], eval_fraction=0.1, seed=0)
 
 
+def test_held_out_split_keeps_the_pairs_of_one_prompt_together(tmp_path):
+    path = tmp_path / "p.jsonl"
+    # 10 prompts x 3 pairs each, as 'cai generate -n 3 | cai judge' writes them
+    path.write_text("".join(f'{{"source_id": "s{i}", "prompt": "q{i}", "chosen": "a{j}", "rejected": "b{j}"}}\n'
+                            for i in range(10) for j in range(3)))
+    train, held = load_preferences([str(path)], eval_fraction=0.3, seed=1)
+    assert (len(train), len(held)) == (21, 9)
+    prompts = lambda pairs: {p.chosen[0]["content"] for p in pairs}
+    assert not prompts(train) & prompts(held)
+
+
 def test_calibration_report_on_known_numbers():
     # margins 0 -> q 0.5 (bin 5); ln 3 -> q 0.75 (bin 7); -ln 3 -> q 0.25 (bin 2)
     report = calibration_report([0.0, math.log(3), -math.log(3)], [0.5, 1.0, 1.0])
     assert report["accuracy"] == 0.5            # the 0.5 label is not counted
     assert report["verdict"] == "at chance"     # 1 of 2 held-out pairs tells nothing
+    assert report["warning"].startswith("only 2 held-out pairs: too few")
+    assert calibration_report([1.0] * 30, [0.9] * 30)["warning"] is None
     low, high = report["accuracy_interval"]
     assert low < 0.5 < high
     assert report["ece"] == pytest.approx((0 + 0.25 + 0.75) / 3)
@@ -85,8 +98,20 @@ def test_accuracy_intervals_and_verdicts():
 
     low, high = wilson_interval(8, 10)
     assert (round(low, 3), round(high, 3)) == (0.490, 0.943)      # the textbook Wilson interval
+    assert accuracy_verdict(wilson_interval(29, 92)) == "below chance"   # reliably wrong
+    assert accuracy_verdict(wilson_interval(45, 92)) == "at chance"
     assert accuracy_verdict((low, high)) == "at chance"           # 8 of 10 is not yet a finding
     assert accuracy_verdict(wilson_interval(80, 100)) == "ok"
     assert accuracy_verdict(wilson_interval(57, 100)) == "at chance"
     assert accuracy_verdict(wilson_interval(65, 100)) == "weak"
     assert wilson_interval(0, 0) is None and accuracy_verdict(None) == "at chance"
+
+
+def test_confidence_weights_scale_to_mean_one_and_refuse_all_half_labels():
+    from cai_tools.train.preferences import Preference
+
+    pairs = [Preference([], [], label, "x") for label in (1.0, 0.75, 0.5, 0.25)]
+    weights = confidence_weights(pairs)   # |2p - 1| = 1, 0.5, 0, 0.5; mean 0.5
+    assert weights == pytest.approx([2.0, 1.0, 0.0, 1.0])
+    with pytest.raises(UsageError, match="every training label is 0.5"):
+        confidence_weights([Preference([], [], 0.5, "x")] * 3)

@@ -112,3 +112,18 @@ def test_gguf_without_chat_template_needs_chat_format(model_path, tmp_path):
     with LlamaCppEngine(str(patched), EngineOptions(chat_format="chatml")) as engine:
         (gen,) = engine.generate([[{"role": "user", "content": "Hi"}]], [SamplingParams(max_tokens=8)])
     assert gen.text.strip()
+    # The paper's plain dialogue, for base models: rendered as text, stopping at the next turn.
+    chat = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a fruit."}]
+    with LlamaCppEngine(str(patched), EngineOptions(chat_format="human-assistant")) as engine:
+        tokens, stops = engine.render(chat)
+        text = b"".join(engine.model.piece(t) for t in tokens).decode()
+        assert text.lstrip() == (
+            "Be kind.\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Name a fruit.\n\nAssistant: ")
+        assert stops == ["\n\nHuman:"]
+        (gen,) = engine.generate([chat], [SamplingParams(max_tokens=24)])
+        (scores,) = engine.choice_logprobs([chat], [[" Apple", " Chair"]], cue="A fruit:")
+    assert gen.text.strip() and "Human:" not in gen.text
+    assert len(scores) == 2 and all(s < 0 for s in scores)
+    with pytest.raises(ModelError, match="human-assistant"):
+        LlamaCppEngine(str(patched), EngineOptions(chat_format="no-such-format"))

@@ -17,9 +17,12 @@ PAIRS = Path(__file__).parent / "data" / "pm_pairs.jsonl"  # polite refusal vs h
 @pytest.fixture(scope="module")
 def pm(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pm") / "pm"
+    # Weighted by the labels' confidence (0.76-0.95 here): the weights differ pair to pair.
     result = run_cai("build-pm", "--data", PAIRS, "--out", out, "--max-steps", "6", "--lr", "1e-3",
-                     "--eval-fraction", "0.25", "--seed", "0", "--save-every", "3", "-q", timeout=600)
+                     "--eval-fraction", "0.25", "--seed", "0", "--save-every", "3",
+                     "--weight-by-confidence", timeout=600)
     assert result.returncode == 0, result.stderr
+    assert "weighting pairs by label confidence: 0 of 18 weigh under 0.2" in result.stderr.decode()
     return out
 
 
@@ -32,6 +35,7 @@ def test_pm_learns_a_systematic_preference_and_reports_calibration(pm):
     assert [e["step"] for e in log] == list(range(1, 7)) and log[-1]["loss"] < log[0]["loss"]
     info = json.loads((pm / "cai_run.json").read_text())
     assert info["task"] == "SEQ_CLS" and info["pairs"] == 18
+    assert "weight_by_confidence: true" in (pm / "config.yaml").read_text()
     from safetensors.numpy import load_file
 
     assert any("score" in k for k in load_file(str(pm / "adapter_model.safetensors")))

@@ -23,3 +23,5 @@ def build_pm(*, run: TrainingRun) -> None:
                 f"ECE {report['ece']:.3f} on {report['pairs']} pairs")
     run.console.note(f"{summary['steps']} steps on {summary.get('pairs', '?')} pairs{held}; "
                      f"PM in {cfg.out} (next: cai score --pm {cfg.out})")
+    if report and report.get("warning"):
+        run.console.note(f"warning: {report['warning']}")

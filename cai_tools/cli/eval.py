@@ -47,14 +47,24 @@ def eval_(
     sl: Annotated[Optional[str], typer.Option(
         help="SL-CAI records ('cai revise' output): PM score per revision round (needs --pm).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the Elo intervals.")] = 1000,
+    judge_check: Annotated[bool, typer.Option(
+        help="Check the judge on labelled pairs first; the report's verdict says 'no finding' when "
+             "it is at chance.")] = True,
+    judge_check_data: Annotated[str, typer.Option(
+        help="Labelled pairs for the judge check (see 'cai judge-check').")] = str(DATA_DIR / "judge_check.jsonl"),
+    judge_check_split: Annotated[str, typer.Option(
+        help="Their split to use ('' for all); the bundled set's 'test' is held out.")] = "test",
+    judge_check_limit: Annotated[Optional[int], typer.Option(
+        help="At most N labelled pairs (fewer pairs: wider intervals).")] = None,
     *,
     engine_options: EngineOptions,
     sampling: Sampling,
     stream: StreamOptions,
 ) -> None:
-    """Answer held-out red-team and helpfulness prompts with every model, judge every pair of
-    answers in both orders, and report Elo ratings with intervals, win rates, PM scores and
-    refusal rates, with the paper's Fig. 2 and Fig. 5 in miniature (OUT/report.md)."""
+    """Check the judge on labelled pairs, answer held-out red-team and helpfulness prompts with
+    every model, judge every pair of answers in both orders, and report a verdict (no finding
+    when the judge is at chance), Elo ratings with intervals, win rates, PM scores and refusal
+    rates, with the paper's Fig. 2 and Fig. 5 in miniature (OUT/report.md)."""
     quiet = stream.quiet
     console = Console("eval", quiet)
     with cli_errors("eval", stream.debug):
@@ -84,6 +94,13 @@ def eval_(
             _checked_model(spec.model, spec.lora)
         judge_path = _checked_model(judge_model, announce=console.note, option="--judge")
         sl_rounds = revision_round_conversations(sl) if sl else None
+        labelled = None
+        if judge_check:
+            from ..eval.judge_check import load_labelled
+
+            if judge_check_limit is not None:
+                check_positive("--judge-check-limit", judge_check_limit)
+            labelled = load_labelled(judge_check_data, judge_check_split or None)[:judge_check_limit]
 
         def track(items, stage, total):
             return Progress.tracked(items, f"eval: {stage}", total, quiet)
@@ -99,7 +116,7 @@ def eval_(
 
         summary = run_eval(specs, prompt_sets, constitutions, settings, out, open_engine=engine,
                            judge_model=judge_path, load_pm=reward_model if pm else None,
-                           sl_rounds=sl_rounds, note=console.note, track=track)
+                           sl_rounds=sl_rounds, labelled_pairs=labelled, note=console.note, track=track)
         report = write_report(summary, out)
         if not quiet:
             print(headline_table(summary), file=sys.stderr)

@@ -18,6 +18,12 @@ from .running import Console, cli_errors
 from .step_options import StepOptions, generating_step
 
 
+class Calibration(str, Enum):
+    none = "none"
+    content_free = "content-free"
+    swap = "swap"
+
+
 @dataclass
 class JudgeOptions:
     """How the judge reads a pair: shared by 'cai judge' and 'cai judge-check'."""
@@ -34,6 +40,13 @@ class JudgeOptions:
     min_confidence: float | None = option(
         None, "Mark pairs whose label is within D of 0.5, or whose two orders pick different "
               "answers, \"low_confidence\": true (build-pm leaves them out); counts on stderr.")
+    orders: int = option(2, "Show each pair in both orders (2) or in one drawn from the seed (1: half "
+                            "the cost; calibrate it with --calibrate content-free).")
+    calibrate: Calibration = option(
+        Calibration.none, "Divide the judge's order prior out of each order: content-free (P(A) with "
+                          "no content, per principle) or swap (the pair's own two orders, sharper "
+                          "labels).")
+    judge_examples: bool = option(True, "Show the constitution's worked judge examples before each question.")
 
     def settings(self, opts: StepOptions, pairs: str = "all") -> tuple[Constitution, JudgeSettings]:
         """The constitution and judge settings these options name, checked."""
@@ -44,13 +57,21 @@ class JudgeOptions:
             raise UsageError(f"--clamp needs 0 <= LO < HI <= 1, got {clamp[0]} {clamp[1]}")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 0.5:
             raise UsageError(f"--min-confidence must be in [0, 0.5], got {self.min_confidence}")
+        if self.orders not in (1, 2):
+            raise UsageError(f"--orders must be 1 or 2, got {self.orders}")
+        calibrate = Calibration(self.calibrate).value
+        if calibrate == "swap" and self.orders == 1:
+            raise UsageError("--calibrate swap needs both orders (--orders 2)")
+        if calibrate == "content-free" and self.cot:
+            raise UsageError("--calibrate content-free does not combine with --cot")
         const = load_constitution(self.constitution)
         if self.principle:
             const.judge_principle(self.principle)
         return const, JudgeSettings(principle_id=self.principle, ensemble=self.ensemble, pairs=pairs,
                                     cot=self.cot, clamp=clamp or ((0.4, 0.6) if self.cot else None),
                                     hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling,
-                                    min_confidence=self.min_confidence)
+                                    min_confidence=self.min_confidence, orders=self.orders,
+                                    calibrate=calibrate, examples=self.judge_examples)
 
 
 def judging_step(**defaults):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,25 +37,19 @@ def judge_check(
     with 95 % intervals (JSON on stdout; a report with --out)."""
     console = Console("judge-check", opts.quiet)
     with cli_errors("judge-check", opts.debug):
-        from ..eval.judge_check import judge_inputs, load_labelled, outcome_of, summarize
+        from ..eval.judge_check import check_judge, load_labelled
         from ..eval.judge_check_report import headline, write_judge_check_report
-        from ..sl.judge import judge as judge_step
 
         check_positive("--bootstrap", bootstrap)
         const, settings = how.settings(opts)
-        records = judge_inputs(load_labelled(data, split or None), opts.seed)
+        pairs = load_labelled(data, split or None)
         with opts.engines(console) as engines:
-            start = time.monotonic()
-            judged = list(Progress.tracked(judge_step(records, engines, const, settings,
-                                                      batch_size=opts.batch_size),
-                                           "judge-check", len(records), opts.quiet))
-            elapsed = time.monotonic() - start
+            checked, outcomes, judged = check_judge(
+                pairs, engines, const, settings, batch_size=opts.batch_size, bootstrap=bootstrap,
+                track=lambda items, stage, n: Progress.tracked(items, stage, n, opts.quiet))
             engine_info = [e.info.as_dict() for e in engines]
-        outcomes = [outcome_of(j, r) for j, r in zip(judged, records)]
         summary = {"data": str(data), "split": split or None, "constitution": const.name,
-                   "judge": settings.as_dict(), "engines": engine_info,
-                   "comparisons_per_s": len(judged) / elapsed if elapsed > 0 else None,
-                   "groups": summarize(outcomes, samples=bootstrap, seed=opts.seed)}
+                   "judge": settings.as_dict(), "engines": engine_info, **checked}
         if out is not None:
             report = write_judge_check_report(summary, outcomes, judged, out)
             console.note(f"report: {report}")

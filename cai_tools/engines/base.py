@@ -61,7 +61,8 @@ class EngineOptions:
               "examples), so later runs and pipe stages start warm.", envvar="CAI_PREFIX_CACHE")
     chat_format: str | None = option(
         None, "Chat format for a GGUF without a chat template: a llama-cpp-python name "
-              "(chatml, llama-2, ...) or a Jinja template file.")
+              "(chatml, llama-2, ...), human-assistant (the paper's plain dialogue, for base models) or a "
+              "Jinja template file.")
 
     def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":
         return dataclasses.replace(self, model=model, lora=lora)

@@ -18,14 +18,27 @@ from .llama_batched import BatchedDecoder, common_prefix_len
 from .llama_native import NativeModel
 
 
+def format_human_assistant(messages: list[Message], **_):
+    """The paper's plain dialogue format ("Human: ...", "Assistant: ..."), for pretrained (base)
+    models that have no chat template: ``--chat-format human-assistant``."""
+    from llama_cpp.llama_chat_format import ChatFormatterResponse
+
+    names = {"system": "", "user": "Human: ", "assistant": "Assistant: "}
+    turns = [f"{names[m['role']]}{m['content']}" for m in messages]
+    # The trailing space lets a cue ("The answer is:") follow as it does in the example turns.
+    return ChatFormatterResponse(prompt="\n\n".join(turns) + "\n\nAssistant: ", stop=["\n\nHuman:"])
+
+
 def _named_formatter(name: str):
     from llama_cpp import llama_chat_format as cf
 
     key = name.replace("-", "").replace("_", "").lower()
+    if key == "humanassistant":
+        return format_human_assistant
     for attr in dir(cf):
         if attr.startswith("format_") and attr[7:].replace("_", "").lower() == key:
             return getattr(cf, attr)
-    known = sorted(a[7:] for a in dir(cf) if a.startswith("format_"))
+    known = ["human-assistant"] + sorted(a[7:] for a in dir(cf) if a.startswith("format_"))
     raise ModelError(f"unknown chat format '{name}' (known: {', '.join(known)}, or a Jinja "
                      "template file)")
 

@@ -9,22 +9,27 @@ seeded bootstrap 95 % intervals over pairs:
 - ``accuracy``: share of pairs where the label favours the better answer (a tie counts half);
 - ``soft_accuracy``: mean probability the label puts on the better answer;
 - ``consistency``: share of (pair, principle, model) judgements whose two orders pick the
-  same answer: a judge that always says (A) scores 0;
-- ``first_position``: mean probability of option (A) over every raw order (0.5: no bias);
+  same answer: a judge that always says (A) scores 0 (None when one order is shown);
+- ``first_position``: mean probability of option (A) over every order shown (0.5: no bias);
+
+both after position-bias calibration when the judge calibrates each order (content-free);
 - ``ece`` and ``brier``: calibration of P(the first candidate is better) against the truth.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..calibration import ECE_BINS, accuracy_verdict, expected_calibration_error
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from ..records import read_records, record_seed, where
-from ..sl.judge import orders_agree
+from ..constitution import Constitution
+from ..engines.base import Engine
+from ..sl.judge import ORDER_KEYS, JudgeSettings, judge, judged_orders, orders_agree
 from .stats import quantile
 
 LEVEL = 0.95
@@ -53,6 +58,7 @@ class Outcome:
     p_first: float                      # P(candidate 0 is better)
     first_is_better: bool
     orders: list[tuple[float, float]]   # per judgement: P(A) with candidate 0 first, with it second
+    shown: list[float] = field(default_factory=list)  # P(A) of every order shown
 
 
 def _answer_text(value, field: str, rec: dict) -> str:
@@ -118,9 +124,12 @@ def outcome_of(judged: dict, labelled: dict) -> Outcome:
     first, _second = labelled["responses"]
     p_first = judged["label"] if chosen_text == first else 1.0 - judged["label"]
     better = labelled["better"]
-    orders = [(j["p_first_order"], j["p_second_order"]) for j in judged.get("judgements", [])]
+    judgements = judged.get("judgements", [])
+    orders = [o for o in map(judged_orders, judgements) if o is not None]
+    shown = [p for j in judgements
+             for p in (j.get("calibrated") or [j.get(key) for key in ORDER_KEYS]) if p is not None]
     return Outcome(labelled["category"], p_first if better == 0 else 1.0 - p_first, p_first,
-                   better == 0, orders)
+                   better == 0, orders, shown)
 
 
 # ---------------------------------------------------------------- metrics
@@ -141,8 +150,8 @@ def consistency(outcomes: Sequence[Outcome]) -> float | None:
 
 
 def first_position(outcomes: Sequence[Outcome]) -> float | None:
-    """Mean probability of option (A) over every raw order (None: no judgements)."""
-    shown = [p for o in outcomes for pair in o.orders for p in pair]
+    """Mean probability of option (A) over every order shown (None: no judgements)."""
+    shown = [p for o in outcomes for p in (o.shown or [p for pair in o.orders for p in pair])]
     return sum(shown) / len(shown) if shown else None
 
 
@@ -178,7 +187,7 @@ def bootstrap_interval(outcomes: Sequence[Outcome], metric, *, samples: int, see
 
 
 def verdict(group: dict) -> str:
-    """ok / weak / at chance, from the accuracy interval (``calibration.accuracy_verdict``);
+    """ok / weak / at chance / below chance, from the accuracy interval (``calibration.accuracy_verdict``);
     weak at best when the two orders mostly disagree."""
     said = accuracy_verdict(group["accuracy_interval"])
     if said == "ok" and group["consistency"] is not None and group["consistency"] < WEAK_CONSISTENCY:
@@ -214,3 +223,21 @@ def reliability_points(outcomes: Iterable[Outcome], bins: int = ECE_BINS) -> lis
             points.append((sum(o.p_first for o in members) / len(members),
                            sum(o.first_is_better for o in members) / len(members), len(members)))
     return points
+
+
+def check_judge(pairs: Sequence[LabelledPair], engines: Sequence[Engine], constitution: Constitution,
+                settings: JudgeSettings, *, batch_size: int = 16, bootstrap: int = 1000,
+                track: Callable[[Iterable, str, int], Iterable] = lambda items, _stage, _n: items,
+                ) -> tuple[dict, list[Outcome], list[dict]]:
+    """Judge ``pairs`` as ``cai judge`` would (order shown first drawn from ``settings.seed``):
+    the summary (pairs, comparisons/s, per-group metrics with intervals and verdicts), the
+    outcomes and the judged records."""
+    records = judge_inputs(pairs, settings.seed)
+    start = time.monotonic()
+    judged = list(track(judge(records, engines, constitution, settings, batch_size=batch_size),
+                        "judge-check", len(records)))
+    elapsed = time.monotonic() - start
+    outcomes = [outcome_of(j, r) for j, r in zip(judged, records)]
+    summary = {"pairs": len(pairs), "comparisons_per_s": len(judged) / elapsed if elapsed > 0 else None,
+               "groups": summarize(outcomes, samples=bootstrap, seed=settings.seed)}
+    return summary, outcomes, judged

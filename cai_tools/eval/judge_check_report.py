@@ -11,7 +11,7 @@ from .report import _pyplot
 
 FIG_RELIABILITY = "reliability.png"
 COLUMNS = [("accuracy", "accuracy"), ("soft_accuracy", "soft accuracy"), ("consistency", "order consistency"),
-           ("first_position", "P(A) over raw orders"), ("ece", "ECE"), ("brier", "Brier")]
+           ("first_position", "P(A) over orders shown"), ("ece", "ECE"), ("brier", "Brier")]
 
 
 def _value(entry: dict, metric: str) -> str:
@@ -26,11 +26,12 @@ def headline(summary: dict) -> str:
     overall = summary["groups"]["all"]
     low, high = overall["accuracy_interval"] or (float("nan"), float("nan"))
     said = {"at chance": "its interval includes 0.5: labels from this judge cannot tell answers apart",
+            "below chance": "its interval lies below 0.5: this judge prefers the worse answer",
             "weak": "better than chance, but weak",
             "ok": "clearly better than chance"}[overall["verdict"]]
+    consistency = "–" if overall["consistency"] is None else f"{overall['consistency']:.2f}"
     return (f"judge accuracy {overall['accuracy']:.3f} [{low:.3f}, {high:.3f}] on {overall['pairs']} "
-            f"labelled pairs, order consistency {overall['consistency'] or 0:.2f}: {overall['verdict']} "
-            f"({said})")
+            f"labelled pairs, order consistency {consistency}: {overall['verdict']} ({said})")
 
 
 def plot_reliability(outcomes: Sequence[Outcome], path: Path) -> None:

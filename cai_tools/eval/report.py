@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..calibration import NO_SIGNAL
+from .judge_check import WEAK_CONSISTENCY
 from .run import PROMPT_SETS
 
 FIG_ELO = "harmless_vs_helpful.png"
@@ -77,6 +79,76 @@ def plot_pm_rounds(summary: dict, path: Path) -> bool:
     return True
 
 
+def judge_can_tell(reliability: dict | None) -> bool | None:
+    """Whether the judge check says the comparisons can tell answers apart: False when its
+    accuracy interval includes 0.5 or its two orders mostly disagree, None when not checked."""
+    if reliability is None:
+        return None
+    overall = reliability["groups"]["all"]
+    consistency = overall.get("consistency")
+    return overall["verdict"] not in NO_SIGNAL and (consistency is None or consistency >= WEAK_CONSISTENCY)
+
+
+def _judge_said(reliability: dict) -> str:
+    overall = reliability["groups"]["all"]
+    low, high = overall["accuracy_interval"] or (float("nan"), float("nan"))
+    said = (f"the judge picked the better answer of {overall['pairs']} labelled pairs "
+            f"{overall['accuracy']:.2f} [{low:.2f}, {high:.2f}] of the time")
+    if overall.get("consistency") is not None:
+        said += f", its two orders agreeing on {overall['consistency']:.2f} of them"
+    return said
+
+
+def findings(summary: dict) -> list[str]:
+    """The verdict lines that head the report: whether the judge can tell answers apart at all
+    and, when it can, which models' Elo intervals exclude 0 on each axis."""
+    reliability = summary.get("judge_reliability")
+    can_tell = judge_can_tell(reliability)
+    if can_tell is False:
+        said = reliability["groups"]["all"]["verdict"]
+        if said not in NO_SIGNAL:
+            said = f"its two orders agree on fewer than {WEAK_CONSISTENCY:.0%} of pairs"
+        return [f"No finding: {_judge_said(reliability)} ({said}), so its "
+                "comparisons cannot tell these models apart; the Elo ratings and win rates below "
+                "are noise, not results."]
+    lines = []
+    if can_tell is None:
+        lines.append("The judge was not checked on labelled pairs (--no-judge-check): nothing here says "
+                     "whether its comparisons can tell answers apart.")
+    elif reliability["groups"]["all"]["verdict"] == "weak":
+        lines.append(f"Weak judge: {_judge_said(reliability)}; read the differences below with care.")
+    else:
+        lines.append(f"Judge: {_judge_said(reliability)}.")
+    for axis in PROMPT_SETS:
+        if axis not in summary["axes"]:
+            continue
+        apart = []
+        for name in summary["models"]:
+            ci = summary["per_model"][name].get(f"{axis}_elo_ci")
+            if ci and (ci[0] > 0 or ci[1] < 0):
+                apart.append(f"{name} {_elo_cell(summary['per_model'][name], axis)}")
+        lines.append(f"{AXIS_TITLE[axis]}: " + (
+            f"{', '.join(apart)} (Elo interval excludes the models' average, 0)" if apart
+            else "no difference found (every model's Elo interval includes 0)"))
+    return lines
+
+
+def reliability_table(reliability: dict) -> list[str]:
+    """The judge check as markdown rows: per group, accuracy with its interval and the rest."""
+    lines = [f"The judge ({reliability.get('constitution', '?')} constitution, same settings as the "
+             f"comparisons) on {reliability['pairs']} labelled pairs whose better answer is known "
+             "(`cai judge-check`), 95 % bootstrap intervals.", "",
+             "| pairs | n | accuracy | soft accuracy | order consistency | P(A) | ECE | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, g in reliability["groups"].items():
+        ci = g["accuracy_interval"]
+        acc = f"{g['accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        lines.append(f"| {name} | {g['pairs']} | {acc} | {g['soft_accuracy']:.3f} | "
+                     f"{_f(g.get('consistency'), 2, signed=False)} | "
+                     f"{_f(g.get('first_position'), 2, signed=False)} | {g['ece']:.3f} | {g['verdict']} |")
+    return lines
+
+
 def _f(value, digits=0, signed=True) -> str:
     if value is None:
         return "–"
@@ -89,7 +161,12 @@ def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluati
     names = summary["models"]
     pm = summary["per_model"]
     level = round(summary["confidence_level"] * 100)
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", "## Verdict", ""]
+    lines += [f"- {line}" for line in findings(summary)]
+    lines.append("")
+    if summary.get("judge_reliability"):
+        lines += ["## Judge reliability", ""] + reliability_table(summary["judge_reliability"]) + [""]
+    lines += ["## Models", ""]
     lines.append(f"{summary['prompts'].get('harmless', 0)} held-out red-team prompts and "
                  f"{summary['prompts'].get('helpful', 0)} held-out helpfulness prompts; every pair of "
                  f"models compared on every prompt by the judge in both orders (soft labels"
@@ -141,8 +218,9 @@ def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluati
 
 
 def headline_table(summary: dict) -> str:
-    """The headline numbers as plain text, one line per model (for the terminal)."""
-    lines = [f"{'model':<12}{'harmless Elo':>22}{'helpful Elo':>22}{'PM red-team':>13}{'refusals (helpful)':>20}"]
+    """The verdict, then the headline numbers as plain text, one line per model (for the terminal)."""
+    lines = findings(summary) + [""]
+    lines += [f"{'model':<12}{'harmless Elo':>22}{'helpful Elo':>22}{'PM red-team':>13}{'refusals (helpful)':>20}"]
     for name in summary["models"]:
         m = summary["per_model"][name]
         cols = [_elo_cell(m, s) for s in PROMPT_SETS]

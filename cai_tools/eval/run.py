@@ -31,6 +31,7 @@ from ..constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import InputError, UsageError
+from .judge_check import LabelledPair, check_judge
 from .stats import elo_intervals, elo_ratings, is_refusal, win_rates
 from ..sl.generate import generate
 from ..sl.judge import JudgeSettings, judge
@@ -86,6 +87,10 @@ class EvalSettings:
     batch_size: int = 16
     bootstrap: int = 1000
     level: float = 0.95
+
+    def judge_settings(self) -> JudgeSettings:
+        """How the judge reads every comparison (and the labelled pairs of the judge check)."""
+        return JudgeSettings(ensemble=self.ensemble, seed=self.seed)
 
 
 def load_eval_prompts(path: str, split: str | None, limit: int | None = None) -> list[dict]:
@@ -179,9 +184,9 @@ def compare(answers: Sequence[dict], set_name: str, models: Sequence[str], engin
             records.append({"id": f"{set_name}:{pid}:{a}~{b}", "messages": ans_a["messages"],
                             "responses": [ans_a["response"], ans_b["response"]],
                             "set": set_name, "prompt_id": pid, "model_a": a, "model_b": b})
-    js = JudgeSettings(ensemble=settings.ensemble, seed=settings.seed)
     out = []
-    for rec in track(judge(records, [engine], constitution, js, batch_size=settings.batch_size),
+    for rec in track(judge(records, [engine], constitution, settings.judge_settings(),
+                           batch_size=settings.batch_size),
                      f"judge {set_name}", len(records)):
         # label = P(chosen better); identical answers come back as 0.5 either way
         chosen_is_a = rec["chosen"][0]["content"] == rec["responses"][0]
@@ -192,6 +197,32 @@ def compare(answers: Sequence[dict], set_name: str, models: Sequence[str], engin
                     "response_b": rec["responses"][1], "judgements": rec["judgements"],
                     "constitution": constitution.name})
     return out
+
+
+def judge_reliability(pairs: Sequence[LabelledPair], engine: Engine, constitution: Constitution,
+                      settings: EvalSettings, out: Path, *, note: Callable[[str], None] = lambda _m: None,
+                      track: Tracker = _untracked) -> dict:
+    """The judge check on labelled pairs, run with the judge and settings of the comparisons
+    (reused from ``out/judge_check.json`` when judge, pairs and settings are the same)."""
+    js = settings.judge_settings()
+    key = {"engine": engine.info.as_dict(), "constitution": constitution.name, "judge": js.as_dict(),
+           "pairs": [p.id for p in pairs], "bootstrap": settings.bootstrap}
+    cached = out / "judge_check.json"
+    if cached.is_file():
+        try:
+            earlier = json.loads(cached.read_text())
+        except ValueError:
+            earlier = None
+        if isinstance(earlier, dict) and earlier.get("key") == key:
+            note(f"reusing the judge check in {cached}")
+            return earlier["result"]
+    note(f"checking the judge on {len(pairs)} labelled pairs first")
+    result, _outcomes, _judged = check_judge(pairs, [engine], constitution, js,
+                                             batch_size=settings.batch_size,
+                                             bootstrap=settings.bootstrap, track=track)
+    result["constitution"] = constitution.name
+    cached.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
+    return result
 
 
 # ---------------------------------------------------------------- preference-model scores
@@ -302,12 +333,15 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
              open_engine: Callable[..., Engine], judge_model: str | None,
              load_pm: Callable[[], object] | None = None,
              sl_rounds: list[tuple[int, list[dict]]] | None = None,
+             labelled_pairs: Sequence[LabelledPair] | None = None,
              note: Callable[[str], None] = lambda _msg: None, track: Tracker = _untracked) -> dict:
     """Answers, comparisons, PM scores and the summary, written to ``out`` as they are made.
 
     ``open_engine(model, lora)`` opens one engine; only one is open at a time. Each answer
     is appended to answers.jsonl as it is made and reused by a rerun with the same model
     and sampling (matched by its id), so an interrupted eval never answers a prompt twice.
+    With ``labelled_pairs`` the judge is checked on them first, with the red-team
+    constitution (``judge_reliability``).
     """
     out.mkdir(parents=True, exist_ok=True)
     answers_file = out / "answers.jsonl"
@@ -336,7 +370,11 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
         later = {m.name for m in models[k + 1:]}   # keep their reusable answers meanwhile
         write_jsonl(answers_file, answers + [a for a in previous if a.get("model") in later])
     comparisons: list[dict] = []
+    reliability = None
     with closing(open_engine(judge_model)) as judge_engine:
+        if labelled_pairs:
+            reliability = judge_reliability(labelled_pairs, judge_engine, constitutions["harmless"],
+                                            settings, out, note=note, track=track)
         for set_name, constitution in constitutions.items():
             comparisons += compare(answers, set_name, [m.name for m in models], judge_engine,
                                    constitution, settings, track)
@@ -351,6 +389,7 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
             pm_rounds = pm_by_revision_round(sl_rounds, reward_model)
     summary = summarize(models, answers, comparisons, settings, pm_rounds)
     summary["judge"] = judge_model
+    summary["judge_reliability"] = reliability
     summary["constitutions"] = {s: c.name for s, c in constitutions.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

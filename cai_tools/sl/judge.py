@@ -7,6 +7,16 @@ label — read from one forward pass, no text generated. Beyond the paper, each 
 scored in both orders and the two averaged, which cancels the model's position bias (the
 raw probabilities of both orders are kept so users can see it); ``ensemble`` averages over
 several sampled principles and several engines average over judge models.
+
+Position-bias calibration (``calibrate``) divides the judge's order prior out of each
+order's probability, in logit space, before they are combined:
+
+- ``content-free`` (contextual calibration, Zhao et al. 2021): the prior is P(A) on a
+  comparison with no content ("N/A" for the conversation and both answers), read once per
+  principle and model; it works with one order too, at half the cost of two;
+- ``swap`` (as in PriDe, from the pair's own two orders): with P(A) = sigmoid(s + b) in one
+  order and sigmoid(-s + b) in the other, the label is sigmoid(s) = sigmoid((l1 - l2) / 2).
+  It picks the same answer as the plain average but does not squash the label towards 0.5.
 """
 
 from __future__ import annotations
@@ -28,14 +38,17 @@ from .sampling import Sampling
 CUE = "The answer is:"
 OPTIONS = (" (A)", " (B)")
 COT_CUE = "Let's think step by step:"
+CALIBRATIONS = ("none", "content-free", "swap")
+CONTENT_FREE = "N/A"
 
 
 @dataclass
 class JudgeSettings:
     """How ``judge`` labels pairs: a pinned ``principle_id`` or ``ensemble`` sampled principles, which
     pairs ("all" or "adjacent"), optional chain of thought, ``clamp`` on each order's probability,
-    ``hard`` labels of 1.0, the seed, and ``min_confidence``: mark pairs whose label is within it
-    of 0.5, or whose two orders pick different answers, ``low_confidence``."""
+    ``hard`` labels of 1.0, the seed, ``min_confidence`` (mark pairs whose label is within it of
+    0.5, or whose two orders pick different answers, ``low_confidence``), how many ``orders`` to
+    show, position-bias ``calibrate`` and whether to show the judge ``examples``."""
 
     principle_id: str | None = None
     ensemble: int = 1
@@ -46,6 +59,19 @@ class JudgeSettings:
     seed: int = 0
     cot_sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=128, temperature=0.0))
     min_confidence: float | None = None
+    orders: int = 2               # 1: each pair shown in one order, drawn from the seed
+    calibrate: str = "none"       # one of CALIBRATIONS
+    examples: bool = True         # the constitution's worked judge examples before each question
+
+    def __post_init__(self):
+        if self.orders not in (1, 2):
+            raise ValueError(f"orders must be 1 or 2, got {self.orders}")
+        if self.calibrate not in CALIBRATIONS:
+            raise ValueError(f"calibrate must be one of {CALIBRATIONS}, got {self.calibrate!r}")
+        if self.calibrate == "swap" and self.orders != 2:
+            raise ValueError("calibrate 'swap' needs both orders")
+        if self.calibrate == "content-free" and self.cot:
+            raise ValueError("calibrate 'content-free' does not combine with chain of thought")
 
     def as_dict(self) -> dict:
         settings = {"principle": self.principle_id, "ensemble": self.ensemble, "pairs": self.pairs,
@@ -53,6 +79,12 @@ class JudgeSettings:
                     "hard": self.hard, "seed": self.seed}
         if self.min_confidence is not None:
             settings["min_confidence"] = self.min_confidence
+        if self.orders != 2:
+            settings["orders"] = self.orders
+        if self.calibrate != "none":
+            settings["calibrate"] = self.calibrate
+        if not self.examples:
+            settings["examples"] = False
         return settings
 
 
@@ -91,14 +123,14 @@ def judge_question(conversation: str, principle: str, a: str, b: str) -> str:
 
 
 def judge_chat(constitution: Constitution, messages: list[dict], principle: JudgePrinciple,
-               a: str, b: str) -> list[dict]:
-    """The judge's chat for one comparison: the system prompt and worked judge examples as earlier
-    turns, then the multiple-choice question over ``messages`` (system turns dropped), ``a`` as (A)
-    and ``b`` as (B)."""
+               a: str, b: str, examples: bool = True) -> list[dict]:
+    """The judge's chat for one comparison: the system prompt and (with ``examples``) the worked
+    judge examples as earlier turns, then the multiple-choice question over ``messages`` (system
+    turns dropped), ``a`` as (A) and ``b`` as (B)."""
     turns: list[dict] = []
     if constitution.system_prompt:
         turns.append({"role": "system", "content": constitution.system_prompt})
-    for ex in constitution.judge_few_shot:
+    for ex in constitution.judge_few_shot if examples else []:
         text = constitution.judge_principle(ex.principle).text
         turns.append({"role": "user", "content": judge_question(
             _conversation_text([{"role": "user", "content": ex.prompt}]), text,
@@ -113,7 +145,23 @@ def judge_chat(constitution: Constitution, messages: list[dict], principle: Judg
 def prob_first(logprobs: Sequence[float]) -> float:
     """P(option A) from the two options' log-probabilities, normalised between them."""
     la, lb = logprobs
-    return 1.0 / (1.0 + math.exp(lb - la))
+    return sigmoid(la - lb)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
+
+
+def content_free_chat(constitution: Constitution, principle: JudgePrinciple,
+                      examples: bool = True) -> list[dict]:
+    """The judge's chat for ``principle`` with no content: what it says here is its order prior."""
+    return judge_chat(constitution, [{"role": "user", "content": CONTENT_FREE}], principle,
+                      CONTENT_FREE, CONTENT_FREE, examples)
 
 
 @dataclass
@@ -152,9 +200,11 @@ def judge(records: Iterable[dict], engines: Sequence[Engine], constitution: Cons
             add_provenance(comp.out, "judge", provenance)
         return [c.out for c in p.state["comparisons"]]
 
+    priors: dict[tuple[int, str], float] = {}   # (engine, principle id) -> content-free P(A)
+
     def handle(batch: list[dict]) -> list:
-        return each_record(batch, prepare, lambda comps: _score(comps, engines, constitution, settings),
-                           finish)
+        return each_record(batch, prepare,
+                           lambda comps: _score(comps, engines, constitution, settings, priors), finish)
 
     return process_in_batches(records, batch_size, "judge", on_error, handle)
 
@@ -191,7 +241,7 @@ def _comparison(rec, rid, messages, cands, i, j, constitution, settings) -> _Com
 
 
 def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constitution: Constitution,
-           settings: JudgeSettings) -> list[RecordError | None]:
+           settings: JudgeSettings, priors: dict) -> list[RecordError | None]:
     """Fill in every comparison's label; per comparison, None or the error that stopped it."""
     chats, owners = [], []
     for c, comp in enumerate(comparisons):
@@ -200,9 +250,12 @@ def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constituti
         # in the input scores exactly the same prompts in the same batch positions and the
         # label comes out as the exact complement. ``order`` 0 = candidate i shown as (A).
         shown = sorted([(a, b), (b, a)])
+        if settings.orders == 1:
+            # One order, drawn from the seed and the unordered pair (so swap-invariant too).
+            shown = [shown[record_seed(settings.seed, comp.out["source_id"], "judge-order", shown[0]) % 2]]
         for k, principle in enumerate(comp.principles):
             for x, y in shown:
-                chats.append(judge_chat(constitution, comp.messages, principle, x, y))
+                chats.append(judge_chat(constitution, comp.messages, principle, x, y, settings.examples))
                 owners.append((c, k, 0 if (x, y) == (a, b) else 1))
     failed: list[RecordError | None] = [None] * len(comparisons)
     raw: list[list] = [[] for _ in comparisons]
@@ -213,15 +266,37 @@ def _score(comparisons: list[_Comparison], engines: Sequence[Engine], constituti
             reasoning, cues = _reason(engine, chats, [(comparisons[c], k, order) for c, k, order in owners],
                                       settings)
         scored = _choice_logprobs(engine, chats, cues)
+        if settings.calibrate == "content-free":
+            error = _read_priors(engine, e, constitution, settings, comparisons, priors)
+            if error is not None:
+                return [error] * len(comparisons)
         for (c, k, order), result, why in zip(owners, scored, reasoning):
             if isinstance(result, ItemError):
                 failed[c] = RecordError(result.message)
                 continue
-            raw[c].append(((e, engine.info.model), k, order, prob_first(result), why))
+            prior = priors.get((e, comparisons[c].principles[k].id))
+            raw[c].append(((e, engine.info.model), k, order, prob_first(result), why, prior))
     for c, comp in enumerate(comparisons):
         if failed[c] is None:
             _combine(comp, raw[c], settings)
     return failed
+
+
+def _read_priors(engine: Engine, e: int, constitution: Constitution, settings: JudgeSettings,
+                 comparisons: list[_Comparison], priors: dict) -> RecordError | None:
+    """The content-free P(A) of every principle in ``comparisons`` not yet in ``priors``."""
+    missing = list(dict.fromkeys(p for comp in comparisons for p in comp.principles
+                                 if (e, p.id) not in priors))
+    if not missing:
+        return None
+    results = engine.choice_logprobs([content_free_chat(constitution, p, settings.examples)
+                                      for p in missing],
+                                     [list(OPTIONS)] * len(missing), cue=CUE)
+    for principle, result in zip(missing, results):
+        if isinstance(result, ItemError):
+            return RecordError(f"content-free calibration failed: {result.message}")
+        priors[(e, principle.id)] = prob_first(result)
+    return None
 
 
 def _choice_logprobs(engine: Engine, chats, cues) -> list:
@@ -249,21 +324,34 @@ def _reason(engine: Engine, chats, owners, settings: JudgeSettings):
     return reasoning, cues
 
 
+ORDER_KEYS = ("p_first_order", "p_second_order")
+
+
 def _combine(comp: _Comparison, raw: list, settings: JudgeSettings) -> None:
-    """Average both orders, principles and models into P(candidate i is better)."""
+    """Calibrate, then average the orders, principles and models into P(candidate i is better)."""
     lo, hi = settings.clamp if settings.clamp else (0.0, 1.0)
     by_key: dict[tuple, dict] = {}
-    for (e, model), k, order, p, why in raw:
+    for (e, model), k, order, p, why, prior in raw:
         entry = by_key.setdefault((e, k), {"model": model, "principle": comp.principles[k].id})
-        entry["p_first_order" if order == 0 else "p_second_order"] = p
+        entry[ORDER_KEYS[order]] = p
+        if prior is not None:
+            entry["p_content_free"] = prior
+            entry.setdefault("calibrated", [None, None])[order] = sigmoid(logit(p) - logit(prior))
         if why is not None:
             entry.setdefault("reasoning", [None, None])[order] = why
     judgements = list(by_key.values())
     votes = []
     for j in judgements:
-        p1 = min(max(j["p_first_order"], lo), hi)
-        p2 = min(max(j["p_second_order"], lo), hi)
-        votes.append((p1 + 1.0 - p2) / 2.0)  # second order shows j first: 1 - p2 favours i
+        if settings.calibrate == "swap":
+            # P(A) = sigmoid(s + b) and sigmoid(-s + b): the pair's own order prior b cancels.
+            votes.append(min(max(sigmoid((logit(j["p_first_order"]) - logit(j["p_second_order"])) / 2),
+                                 lo), hi))
+            continue
+        shown = j.get("calibrated") or [j.get(key) for key in ORDER_KEYS]
+        # P(candidate i is better) from each order shown: the second shows j as (A), so 1 - p.
+        favours_i = [min(max(p, lo), hi) if order == 0 else 1.0 - min(max(p, lo), hi)
+                     for order, p in enumerate(shown) if p is not None]
+        votes.append(sum(favours_i) / len(favours_i))
     _finish(comp, sum(votes) / len(votes), judgements, settings)
 
 
@@ -290,7 +378,14 @@ def orders_agree(p_first_order: float, p_second_order: float) -> bool:
     return (p_first_order > 0.5) != (p_second_order > 0.5)
 
 
+def judged_orders(judgement: dict) -> tuple[float, float] | None:
+    """A judgement's P(A) in its two orders, calibrated when it was (None: one order only)."""
+    p1, p2 = judgement.get("calibrated") or [judgement.get(key) for key in ORDER_KEYS]
+    return None if p1 is None or p2 is None else (p1, p2)
+
+
 def is_low_confidence(p_i: float, judgements: list[dict], min_confidence: float) -> bool:
-    """A label within ``min_confidence`` of 0.5, or any judgement whose orders disagree."""
-    return abs(p_i - 0.5) < min_confidence or not all(
-        orders_agree(j["p_first_order"], j["p_second_order"]) for j in judgements)
+    """A label within ``min_confidence`` of 0.5, or any judgement whose (calibrated) orders
+    disagree."""
+    both = [judged_orders(j) for j in judgements]
+    return abs(p_i - 0.5) < min_confidence or not all(orders_agree(*o) for o in both if o is not None)

@@ -38,6 +38,9 @@ class PMConfig(TrainingConfig):
                                    "file's share.")
     eval_fraction: float = option(
         0.1, "Share of each file held out for the accuracy/calibration report.")
+    weight_by_confidence: bool = option(
+        False, "Weight each pair's loss by the label's confidence |2·label − 1| (a label of 0.5 "
+               "counts nothing), scaled so the mean weight is 1.")
     learning_rate: float = 1e-4
 
     def check(self) -> None:
@@ -54,6 +57,16 @@ def soft_bt_loss(margin, label):
     import torch.nn.functional as F
 
     return -(label * F.logsigmoid(margin) + (1.0 - label) * F.logsigmoid(-margin))
+
+
+def confidence_weights(pairs: list[Preference]) -> list[float]:
+    """|2·label − 1| per pair, scaled to mean 1 (so the learning rate means the same);
+    UsageError when every label is 0.5."""
+    raw = [abs(2.0 * p.label - 1.0) for p in pairs]
+    mean = sum(raw) / len(raw)
+    if mean == 0.0:
+        raise UsageError("--weight-by-confidence: every training label is 0.5, so every pair weighs nothing")
+    return [w / mean for w in raw]
 
 
 def pair_margins(model, tokenizer, pairs: list[Preference], max_length: int, device):
@@ -77,13 +90,19 @@ def train_pm(cfg: PMConfig, *, resume: bool = False, on_step: Callable[[dict], N
     if skipped:
         on_note(f"left out {len(skipped)} pairs the judge marked low_confidence")
     on_note(f"{len(train)} training pairs, {len(held)} held out; loading {cfg.base}")
+    weights = confidence_weights(train) if cfg.weight_by_confidence else [1.0] * len(train)
+    if cfg.weight_by_confidence:
+        faint = sum(w < 0.2 for w in weights)
+        on_note(f"weighting pairs by label confidence: {faint} of {len(train)} weigh under 0.2 "
+                f"(largest weight {max(weights):.2f})")
     tokenizer = load_tokenizer(cfg.base)
 
     def micro_loss(model, items, device):
         pairs = [train[i] for i in items]
         margins, tokens = pair_margins(model, tokenizer, pairs, cfg.max_length, device)
         labels = torch.tensor([p.label for p in pairs], device=margins.device)
-        return soft_bt_loss(margins, labels).sum(), tokens
+        weight = torch.tensor([weights[i] for i in items], device=margins.device)
+        return (weight * soft_bt_loss(margins, labels)).sum(), tokens
 
     task = Task(peft_task_type="SEQ_CLS", n_items=len(train),
                 load_model=lambda dtype: load_reward_model(cfg.base, dtype), micro_loss=micro_loss,
@@ -112,10 +131,15 @@ def evaluate(model, tokenizer, pairs: list[Preference], max_length: int, batch_s
     return calibration_report(margins, labels)
 
 
+# Fewer decided held-out pairs than this and even a perfect PM's interval is too wide to mean much.
+MIN_HELD_OUT = 30
+
+
 def calibration_report(margins: list[float], labels: list[float]) -> dict:
     """Held-out metrics from PM margins and soft labels: pair count, ``accuracy`` (on labels other
     than 0.5; None when there are none) with its 95 % Wilson interval and verdict (at chance / weak /
-    ok), ``mean_loss``, ``ece`` (10 bins) and ``mean_margin``."""
+    ok), a ``warning`` when fewer than MIN_HELD_OUT pairs decide it, ``mean_loss``, ``ece`` (10
+    bins) and ``mean_margin``."""
     import math
 
     probs = [1.0 / (1.0 + math.exp(-m)) for m in margins]
@@ -125,6 +149,10 @@ def calibration_report(margins: list[float], labels: list[float]) -> dict:
     interval = wilson_interval(right, len(decided))
     losses = [-(p * math.log(max(q, 1e-12)) + (1 - p) * math.log(max(1 - q, 1e-12))) for q, p in zip(probs, labels)]
     ece = expected_calibration_error(probs, labels)
+    warning = None
+    if len(decided) < MIN_HELD_OUT:
+        warning = (f"only {len(decided)} held-out pairs: too few for the accuracy to mean much "
+                   f"(hold out at least {MIN_HELD_OUT}: more pairs or a larger --eval-fraction)")
     return {"pairs": len(probs), "accuracy": accuracy, "accuracy_interval": interval,
-            "verdict": accuracy_verdict(interval), "mean_loss": sum(losses) / len(losses),
+            "verdict": accuracy_verdict(interval), "warning": warning, "mean_loss": sum(losses) / len(losses),
             "ece": ece, "mean_margin": sum(margins) / len(margins)}

@@ -83,16 +83,34 @@ def preference_of(record: dict) -> Preference:
     return Preference(prompt_msgs + c, prompt_msgs + r, float(label), where(record))
 
 
+def _split_by_source(pool: list[Preference], groups: list[str], fraction: float,
+                     rng: random.Random) -> tuple[list[Preference], list[Preference]]:
+    """(held out, rest): about ``fraction`` of the pairs, whole groups at a time, so pairs judged
+    from one prompt's answers ('source_id') never sit on both sides."""
+    by_group: dict[str, list[Preference]] = {}
+    for pref, group in zip(pool, groups):
+        by_group.setdefault(group, []).append(pref)
+    order = list(by_group)
+    rng.shuffle(order)
+    target = round(fraction * len(pool))
+    held: list[Preference] = []
+    rest: list[Preference] = []
+    for group in order:
+        (held if len(held) < target else rest).extend(by_group[group])
+    return held, rest
+
+
 def load_preferences(specs: list[str], *, eval_fraction: float, seed: int,
                      skipped: list | None = None) -> tuple[list[Preference], list[Preference]]:
     """(train, held-out) pairs from ``FILE[:WEIGHT]`` specs. The held-out split is drawn per
-    file before weighting (seeded); WEIGHT resamples the file's training share. Records the
+    file before weighting (seeded), whole prompts at a time (``source_id``: the pairs ``cai
+    judge`` made from one record); WEIGHT resamples the file's training share. Records the
     judge marked ``low_confidence`` are left out (appended to ``skipped`` when given)."""
     train: list[Preference] = []
     held: list[Preference] = []
     for spec in specs:
         path, weight = parse_mix(spec)
-        pool, unsure = [], []
+        pool, unsure, groups = [], [], []
         for rec in read_records(path):
             if error_of(rec) is not None:
                 continue
@@ -100,6 +118,7 @@ def load_preferences(specs: list[str], *, eval_fraction: float, seed: int,
                 unsure.append(where(rec))
                 continue
             pool.append(preference_of(rec))
+            groups.append(rec.get("source_id") or where(rec))
         if skipped is not None:
             skipped += unsure
         if not pool and unsure:
@@ -108,10 +127,8 @@ def load_preferences(specs: list[str], *, eval_fraction: float, seed: int,
         if not pool:
             raise InputError("no preference records in this file (is it empty?)", where=path)
         rng = random.Random(f"{seed}:{path}")
-        rng.shuffle(pool)
-        n_eval = round(eval_fraction * len(pool))
-        held += pool[:n_eval]
-        rest = pool[n_eval:]
+        held_out, rest = _split_by_source(pool, groups, eval_fraction, rng)
+        held += held_out
         whole, frac = divmod(weight, 1.0)
         train += rest * int(whole) + rng.sample(rest, round(frac * len(rest)))
     if not train:

@@ -70,7 +70,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict],
                 load_model=lambda dtype: load_causal_lm(cfg.base, dtype), micro_loss=micro_loss,
                 denominator=lambda items: sum(sum(1 for x in encoded[i][1] if x != IGNORE) for i in items))
     summary, _ = run_training(cfg, task, tokenizer, checkpoint, on_step=on_step, on_note=on_note,
-                              summary={"examples": len(encoded)})
+                              summary={"examples": len(encoded),
+                                       **({"left_out": dict(dropped)} if dropped else {})})
     return summary
 
 
