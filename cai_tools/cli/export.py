@@ -16,7 +16,10 @@ def export(
     gguf: Annotated[str, typer.Option("--gguf", help="Output GGUF file.")],
     merged: Annotated[bool, typer.Option(
         help="Write the whole model with the adapter merged in, instead of a LoRA adapter GGUF.")] = False,
-    type_: Annotated[str, typer.Option("--type", help="Merged model's tensor type: f16, f32 or q8_0.")] = "f16",
+    type_: Annotated[str, typer.Option(
+        "--type", "--quant", help="Merged model's type: f16, f32 or q8_0, or a llama.cpp quant type "
+                                  "(q4_k_m, q5_k_m, q6_k, q4_0, ...: made by llama.cpp's quantizer "
+                                  "from an f16 merge).")] = "f16",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -8,7 +8,9 @@ with PEFT's arrays as they are; llama.cpp scales them by alpha/rank. Two convers
 - rsLoRA's alpha/sqrt(r) scaling is written as the alpha that gives the same alpha/r.
 
 ``--merged`` writes the whole base with ``scale · B·A`` added to each adapted weight, as
-f32, f16 or q8_0, keeping every metadata key of the base GGUF (tokenizer, template...).
+f32, f16 or q8_0, keeping every metadata key of the base GGUF (tokenizer, template...); any
+other llama.cpp type (q4_k_m, q5_k_m, q6_k, ...) is made from an f16 merge by llama.cpp's own
+quantizer, as llama.cpp's ``llama-quantize`` would.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from ..errors import InputError, ModelError, UsageError
 from .runs import check_adapter_folder, check_run_folder, load_safetensors
 
 PERMUTED_ARCHS = {"llama"}       # archs whose q/k rows llama.cpp's converter permutes
-MERGED_TYPES = ("f32", "f16", "q8_0")
+MERGED_TYPES = ("f32", "f16", "q8_0")          # written here, tensor by tensor
+# Written by llama.cpp's quantizer from an f16 merge. Left out: the IQ1-IQ3 types, which need an
+# importance matrix, and the ternary/FP4 research types.
+LLAMA_QUANT_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_0", "q4_1", "q4_k_s", "q4_k_m",
+                     "q5_0", "q5_1", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs", "bf16")
 HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
                    "gemma3": "gemma3"}
 
@@ -137,12 +143,24 @@ def export_lora(run: str, out: str) -> dict:
             "arch": layout.arch}
 
 
-def export_merged(run: str, out: str, out_type: str = "f16") -> dict:
-    """The base GGUF with the adapter merged in, as f32, f16 or q8_0."""
+def export_merged(run: str, out: str, out_type: str = "f16", *, threads: int = 0) -> dict:
+    """The base GGUF with the adapter merged in, as f32, f16 or q8_0, or any type of
+    LLAMA_QUANT_TYPES through llama.cpp's quantizer (``threads``: 0 = all cores)."""
+    out_type = out_type.lower()
+    if out_type in LLAMA_QUANT_TYPES:
+        # Merge to f16 beside OUT, then quantize; the intermediate goes whatever happens.
+        f16 = f"{out}.f16.tmp"
+        try:
+            summary = export_merged(run, f16, "f16")
+            quantize_gguf(f16, out, out_type, threads=threads)
+        finally:
+            Path(f16).unlink(missing_ok=True)
+        return {**summary, "out": out, "type": out_type}
+    if out_type not in MERGED_TYPES:
+        raise UsageError(f"--type must be one of {', '.join(MERGED_TYPES + LLAMA_QUANT_TYPES)}, "
+                         f"got {out_type!r}")
     import gguf
 
-    if out_type not in MERGED_TYPES:
-        raise UsageError(f"--type must be one of {', '.join(MERGED_TYPES)}")
     info, config, tensors = read_run(run)
     layout = BaseLayout(info)
     if layout.reader is None:
@@ -170,6 +188,29 @@ def export_merged(run: str, out: str, out_type: str = "f16") -> dict:
         _add_tensor(writer, t.name, w, out_type, gguf)
     _write(writer, out)
     return {"out": out, "type": out_type, "merged_tensors": len(deltas), "arch": layout.arch}
+
+
+def quantize_gguf(src: str, out: str, out_type: str, *, threads: int = 0) -> None:
+    """``src`` (an f16/f32 GGUF) quantized to ``out_type`` by llama.cpp, written to OUT.tmp and
+    renamed. Tensors whose rows do not fit the type's block size get llama.cpp's fallback type."""
+    import ctypes
+
+    import llama_cpp
+
+    from ..engines.llama_native import quiet_native_stderr
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{out_type.upper()}")
+    params.nthread = threads
+    tmp = f"{out}.tmp"
+    try:
+        with quiet_native_stderr():
+            failed = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params))
+        if failed:
+            raise ModelError(f"llama.cpp could not quantize {src} to {out_type}")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _add_tensor(writer, name: str, w: np.ndarray, out_type: str, gguf) -> None:
