@@ -42,6 +42,19 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
+def test_gradient_checkpointing_gives_the_same_steps(run, tmp_path):
+    # Same seed, data and first learning rate: steps 1-2 must match the fixture's run.
+    out = tmp_path / "ckpt"
+    result = run_cai("sft", *[a for a in TRAIN if a != "-q"], "--out", str(out), "--max-steps", "2",
+                     "--gradient-checkpointing", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "gradient checkpointing" in result.stderr.decode()
+    plain = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()][:2]
+    checkpointed = [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert checkpointed == pytest.approx(plain, rel=1e-4)
+    assert "gradient_checkpointing: true" in (out / "config.yaml").read_text()
+
+
 def test_steps_on_a_repeated_batch_lower_the_loss_and_train_the_adapter(run):
     # 4 examples, batch 4: every step sees the same batch.
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]

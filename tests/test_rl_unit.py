@@ -71,7 +71,8 @@ def test_response_mask_stops_after_the_first_end_token():
 
 
 @pytest.mark.parametrize("missing, says", [({"pm": ""}, "--pm"), ({"prompts": []}, "--prompts"),
-                                           ({"algo": "a2c"}, "--algo")])
+                                           ({"algo": "a2c"}, "--algo"),
+                                           ({"gradient_checkpointing": True}, "--gradient-checkpointing")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
     from cai_tools.train.rl_ppo import RLConfig

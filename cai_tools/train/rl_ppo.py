@@ -66,6 +66,9 @@ class RLConfig(TrainingConfig):
         super().check()
         if self.algo not in ALGOS:
             raise UsageError(f"--algo must be one of {', '.join(ALGOS)}")
+        if self.gradient_checkpointing:
+            # Its rollouts generate with the trained model: not wired up or tested yet.
+            raise UsageError("--gradient-checkpointing is for sft and build-pm; cai rl does not use it yet")
         if self.algo == "dpo":
             if not self.data:
                 raise UsageError("--algo dpo trains on preference records: pass --data FILE")
