@@ -78,7 +78,7 @@ if rounds:
     usable = sum(q["usable"] for q in rounds)
     sft_info = json.loads((demo / "sft" / "cai_run.json").read_text())
     trained = sft_info.get("examples")
-    said = (f"sft trained on those {trained}" if sft_info.get("left_out")
+    said = (f"sft trained on those {trained}" if "left_out" in sft_info   # filtered (the default)
             else f"sft trained on all {trained} (--keep-flagged)")
     say(f"{'SL-CAI data':<13}{data_verdict(usable / len(rounds)):>10}  {usable} of {len(rounds)} "
         f"revision rounds usable ({100 * usable / len(rounds):.0f} %); {said}")

@@ -57,21 +57,19 @@ class JudgeOptions:
             raise UsageError(f"--clamp needs 0 <= LO < HI <= 1, got {clamp[0]} {clamp[1]}")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 0.5:
             raise UsageError(f"--min-confidence must be in [0, 0.5], got {self.min_confidence}")
-        if self.orders not in (1, 2):
-            raise UsageError(f"--orders must be 1 or 2, got {self.orders}")
-        calibrate = Calibration(self.calibrate).value
-        if calibrate == "swap" and self.orders == 1:
-            raise UsageError("--calibrate swap needs both orders (--orders 2)")
-        if calibrate == "content-free" and self.cot:
-            raise UsageError("--calibrate content-free does not combine with --cot")
+        try:
+            settings = JudgeSettings(principle_id=self.principle, ensemble=self.ensemble, pairs=pairs,
+                                     cot=self.cot, clamp=clamp or ((0.4, 0.6) if self.cot else None),
+                                     hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling,
+                                     min_confidence=self.min_confidence, orders=self.orders,
+                                     calibrate=Calibration(self.calibrate).value,
+                                     examples=self.judge_examples)
+        except ValueError as exc:   # a combination JudgeSettings refuses, in the flags' words
+            raise UsageError(str(exc)) from None
         const = load_constitution(self.constitution)
         if self.principle:
             const.judge_principle(self.principle)
-        return const, JudgeSettings(principle_id=self.principle, ensemble=self.ensemble, pairs=pairs,
-                                    cot=self.cot, clamp=clamp or ((0.4, 0.6) if self.cot else None),
-                                    hard=self.hard, seed=opts.seed, cot_sampling=opts.sampling,
-                                    min_confidence=self.min_confidence, orders=self.orders,
-                                    calibrate=calibrate, examples=self.judge_examples)
+        return const, settings
 
 
 def judging_step(**defaults):

@@ -29,7 +29,7 @@ from ..errors import InputError, RecordError
 from ..records import read_records, record_seed, where
 from ..constitution import Constitution
 from ..engines.base import Engine
-from ..sl.judge import ORDER_KEYS, JudgeSettings, judge, judged_orders, orders_agree
+from ..sl.judge import JudgeSettings, judge, judged_orders, order_probs, orders_agree
 from .stats import quantile
 
 LEVEL = 0.95
@@ -127,7 +127,7 @@ def outcome_of(judged: dict, labelled: dict) -> Outcome:
     judgements = judged.get("judgements", [])
     orders = [o for o in map(judged_orders, judgements) if o is not None]
     shown = [p for j in judgements
-             for p in (j.get("calibrated") or [j.get(key) for key in ORDER_KEYS]) if p is not None]
+             for p in order_probs(j) if p is not None]
     return Outcome(labelled["category"], p_first if better == 0 else 1.0 - p_first, p_first,
                    better == 0, orders, shown)
 

@@ -64,14 +64,15 @@ class JudgeSettings:
     examples: bool = True         # the constitution's worked judge examples before each question
 
     def __post_init__(self):
+        # In the flags' words: the CLI passes these messages on as usage errors.
         if self.orders not in (1, 2):
-            raise ValueError(f"orders must be 1 or 2, got {self.orders}")
+            raise ValueError(f"--orders must be 1 or 2, got {self.orders}")
         if self.calibrate not in CALIBRATIONS:
-            raise ValueError(f"calibrate must be one of {CALIBRATIONS}, got {self.calibrate!r}")
+            raise ValueError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {self.calibrate!r}")
         if self.calibrate == "swap" and self.orders != 2:
-            raise ValueError("calibrate 'swap' needs both orders")
+            raise ValueError("--calibrate swap needs both orders (--orders 2)")
         if self.calibrate == "content-free" and self.cot:
-            raise ValueError("calibrate 'content-free' does not combine with chain of thought")
+            raise ValueError("--calibrate content-free does not combine with --cot")
 
     def as_dict(self) -> dict:
         settings = {"principle": self.principle_id, "ensemble": self.ensemble, "pairs": self.pairs,
@@ -347,10 +348,9 @@ def _combine(comp: _Comparison, raw: list, settings: JudgeSettings) -> None:
             votes.append(min(max(sigmoid((logit(j["p_first_order"]) - logit(j["p_second_order"])) / 2),
                                  lo), hi))
             continue
-        shown = j.get("calibrated") or [j.get(key) for key in ORDER_KEYS]
         # P(candidate i is better) from each order shown: the second shows j as (A), so 1 - p.
         favours_i = [min(max(p, lo), hi) if order == 0 else 1.0 - min(max(p, lo), hi)
-                     for order, p in enumerate(shown) if p is not None]
+                     for order, p in enumerate(order_probs(j)) if p is not None]
         votes.append(sum(favours_i) / len(favours_i))
     _finish(comp, sum(votes) / len(votes), judgements, settings)
 
@@ -378,9 +378,15 @@ def orders_agree(p_first_order: float, p_second_order: float) -> bool:
     return (p_first_order > 0.5) != (p_second_order > 0.5)
 
 
+def order_probs(judgement: dict) -> list[float | None]:
+    """A judgement's P(A) with candidate i first and with it second, calibrated when it was;
+    None for an order not shown."""
+    return judgement.get("calibrated") or [judgement.get(key) for key in ORDER_KEYS]
+
+
 def judged_orders(judgement: dict) -> tuple[float, float] | None:
     """A judgement's P(A) in its two orders, calibrated when it was (None: one order only)."""
-    p1, p2 = judgement.get("calibrated") or [judgement.get(key) for key in ORDER_KEYS]
+    p1, p2 = order_probs(judgement)
     return None if p1 is None or p2 is None else (p1, p2)
 
 

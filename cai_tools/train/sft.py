@@ -71,7 +71,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict],
                 denominator=lambda items: sum(sum(1 for x in encoded[i][1] if x != IGNORE) for i in items))
     summary, _ = run_training(cfg, task, tokenizer, checkpoint, on_step=on_step, on_note=on_note,
                               summary={"examples": len(encoded),
-                                       **({"left_out": dict(dropped)} if dropped else {})})
+                                       **({"left_out": dict(dropped)} if dropped is not None else {})})
     return summary
 
 
