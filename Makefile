@@ -34,7 +34,7 @@ TORCH  ?= torch==2.13.0
 DEMO   ?= out/demo
 GPU    := $(if $(strip $(GPU_LAYERS)),--n-gpu-layers $(strip $(GPU_LAYERS)))
 
-.PHONY: install model test test-unit demo bench clean help
+.PHONY: install model test test-unit demo bench bench-scale gpu-check clean help
 
 help:
 	@echo "make demo   install, fetch the model, run the pipeline: SL-CAI data, sft, export,"
@@ -42,6 +42,8 @@ help:
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
 	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
+	@echo "make bench-scale  training cost at 135M/360M/1B random-init models; refits the cost model"
+	@echo "make gpu-check    on a machine with an NVIDIA GPU: CUDA venv, generation/sft/build-pm/PPO measured"
 
 install: $(VENV)/.installed
 
@@ -51,7 +53,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "Installing cai_tools into $(VENV). The first time, llama-cpp-python compiles llama.cpp"
 	@echo "from source: about 4-7 minutes on 2 cores (pip caches the built wheel afterwards)."
 	@$(PY) -m pip show -q torch >/dev/null 2>&1 || { echo "Installing $(TORCH) ..."; $(PY) -m pip install -q "$(TORCH)"; }
-	@scripts/install.sh $(VENV) test,train
+	@scripts/install.sh $(VENV) test,train,quant
 	@touch $@
 
 model: $(MODEL_FILE)
@@ -143,3 +145,10 @@ bench: install model
 	$(PY) bench/bench_judge_methods.py $(if $(GEMMA_BASE),--fetch-base-model)
 	$(PY) bench/bench_sft.py --steps 8
 	$(PY) bench/bench_rl.py --steps 6
+
+# ~15 minutes on 2 cores; writes bench/results/scale.json and cai_tools/train/cost_model.json
+bench-scale: install model
+	$(PY) bench/bench_scale.py
+
+gpu-check:
+	scripts/gpu_check.sh

@@ -91,15 +91,18 @@ class _Handler(BaseHTTPRequestHandler):
             api.max_in_flight = max(api.max_in_flight, api.in_flight)
         try:
             if self.path != "/v1/chat/completions":
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                reply = 404, {"error": {"message": f"no route {self.path}"}}
             elif n <= api.fail_first:
-                self._send(api.fail_status, {"error": {"message": api.fail_message(self.headers)}})
+                reply = api.fail_status, {"error": {"message": api.fail_message(self.headers)}}
             else:
-                self._send(*api.answer(body, dict(self.headers)))
+                reply = api.answer(body, dict(self.headers))
         finally:
+            # Counted out before the reply goes: once it is sent, the client may start the next
+            # request before this handler would get to count this one out.
             with api.lock:
                 api.in_flight -= 1
                 api.finished.append(body["messages"][-1]["content"])
+        self._send(*reply)
 
 
 def echo_answer(body: dict, headers: dict):

@@ -71,7 +71,7 @@ def test_response_mask_stops_after_the_first_end_token():
 
 
 @pytest.mark.parametrize("missing, says", [({"pm": ""}, "--pm"), ({"prompts": []}, "--prompts"),
-                                           ({"algo": "a2c"}, "--algo"),
+                                           ({"algo": "a2c"}, "--algo"), ({"pm_base": "both"}, "--pm-base"),
                                            ({"gradient_checkpointing": True}, "--gradient-checkpointing")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
@@ -80,3 +80,24 @@ def test_rl_config_names_what_is_missing(missing, says):
     values = {"policy": "m.gguf", "out": "r", "pm": "pm", "prompts": ["p.jsonl"], **missing}
     with pytest.raises(UsageError, match=says):
         RLConfig.from_sources(None, values)
+
+
+def test_pm_base_is_shared_only_for_the_same_base(tmp_path):
+    from cai_tools.errors import UsageError
+    from cai_tools.train.rl_shared_pm import choose_pm_base
+
+    base = tmp_path / "base.gguf"
+    base.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(base.read_bytes())
+    other = tmp_path / "other.gguf"
+    other.write_bytes(base.read_bytes()[:-1] + b"x")
+    pm = tmp_path / "pm"
+    _adapter(pm, 2, 4, np.random.default_rng(0), ["q_proj"])
+    (pm / "cai_run.json").write_text(json.dumps({"base": str(base), "task": "SEQ_CLS"}))
+    assert choose_pm_base("auto", str(pm), str(base)) == "shared"
+    assert choose_pm_base("auto", str(pm), str(copy)) == "shared"      # same bytes elsewhere
+    assert choose_pm_base("auto", str(pm), str(other)) == "separate"   # same size, other bytes
+    assert choose_pm_base("separate", str(pm), str(base)) == "separate"
+    with pytest.raises(UsageError, match="--pm-base separate"):
+        choose_pm_base("shared", str(pm), str(other))

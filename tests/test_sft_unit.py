@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,57 @@ def test_lora_pairs_need_both_halves():
     assert list(pairs) == ["model.layers.0.self_attn.q_proj.weight"]
     with pytest.raises(InputError, match="q_proj"):
         _lora_pairs({key.format("A"): a})
+
+
+def test_load_in_without_bitsandbytes_says_how_to_install(monkeypatch):
+    import sys
+
+    from cai_tools.errors import UsageError
+    from cai_tools.train.quantized import check_load_in
+
+    check_load_in("", "mps")  # full precision: nothing to check
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # an import of it now fails
+    with pytest.raises(UsageError, match=r"needs bitsandbytes.*pip install 'cai-tools\[quant\]'"):
+        check_load_in("4bit", "cpu")
+    with pytest.raises(UsageError, match="not on mps"):
+        check_load_in("8bit", "mps")
+
+
+def test_parameters_are_counted_from_headers_alone(tmp_path, model_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from cai_tools.train.cost_model import count_parameters
+
+    assert count_parameters(str(model_path)) == 134_515_008  # SmolLM2-135M's tensor table
+    save_file({"a": np.zeros((3, 4), np.float32), "b": np.zeros(5, np.float32)}, str(tmp_path / "m1.safetensors"))
+    save_file({"c": np.zeros((2, 2, 2), np.float32)}, str(tmp_path / "m2.safetensors"))
+    assert count_parameters(str(tmp_path)) == 12 + 5 + 8
+
+
+def test_cost_estimate_scales_with_parameters_and_bytes_per_weight():
+    from cai_tools.train.cost_model import estimate
+
+    fit = {"points": [{"params": 1e8}, {"params": 1e9}],
+           "fit": {"sft": {"mem_a_mib": 500.0, "mem_b_mib_per_param": 4e-6, "s_per_token_per_param": 1e-10}}}
+    fp32 = estimate("sft", int(5e8), "float32", 100, fit)
+    assert fp32 == {"peak_mib": 500.0 + 2000.0, "s_per_step": pytest.approx(5.0), "extrapolated": False}
+    bf16 = estimate("sft", int(5e8), "bfloat16", 100, fit)
+    assert bf16["peak_mib"] == 500.0 + 1000.0 and bf16["extrapolated"]
+    assert estimate("sft", int(7e9), "float32", 100, fit)["extrapolated"]  # beyond the measured sizes
+
+
+def test_dry_run_prints_the_estimate_and_trains_nothing(tmp_path, model_path):
+    from conftest import run_cai
+
+    data = Path(__file__).parent / "data"
+    sft = run_cai("sft", "--base", model_path, "--data", data / "sl_records.jsonl", "--out", tmp_path / "sft",
+                  "--dtype", "bfloat16", "--dry-run")
+    err = sft.stderr.decode()
+    assert sft.returncode == 0, err
+    assert "135M parameters, held in bfloat16" in err and "sft: peak memory ≈" in err and "EXTRAPOLATED" in err
+    rl = run_cai("rl", "--policy", model_path, "--pm", tmp_path / "no-pm-needed", "--prompts",
+                 data / "pm_pairs.jsonl", "--out", tmp_path / "rl", "--pm-base", "separate", "--dry-run")
+    assert rl.returncode == 0, rl.stderr
+    assert "ppo-separate: peak memory ≈" in rl.stderr.decode()
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "rl").exists()

@@ -41,7 +41,8 @@ def cli_errors(step: str, debug: bool):
     except CaiError as exc:
         if debug:
             raise
-        print(f"cai {step}: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch every process hits it: say it once
+            print(f"cai {step}: error: {exc}", file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:
         _silence_stdout()

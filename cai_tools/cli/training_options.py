@@ -31,6 +31,12 @@ class RunControl:
 
     config: str | None = option(None, _CONFIG_HELP)
     resume: bool = option(False, _RESUME_HELP)
+    dry_run: bool = option(False, "Print the base's size and the estimated peak memory and time per step "
+                                  "(the measured cost model), then stop: nothing heavy is loaded.")
+
+
+class _DryRunDone(Exception):
+    """Raised once the dry run's estimate is printed: the step stops there."""
 
 
 @dataclass
@@ -56,7 +62,13 @@ class TrainingRun:
             config = str(Path(out) / CONFIG_FILE)
         if not given.get("base") and not _base_in(config):
             given["base"] = resolve_model(None, announce=self.console.note, option="--base")
-        return self.config_cls.from_sources(config, given)
+        cfg = self.config_cls.from_sources(config, given)
+        if self.control.dry_run:
+            from ..train.cost_model import dry_run_report
+
+            print(dry_run_report(self.step, cfg), file=sys.stderr)
+            raise _DryRunDone
+        return cfg
 
     def progress(self) -> "_Progress":
         return _Progress(self.step, self.console)
@@ -73,7 +85,10 @@ def training_step(step: str, config_cls):
 
             quiet_libraries()  # before torch/transformers load tqdm and their loggers
             with cli_errors(step, stream.debug):
-                return fn(run=TrainingRun(step, config_cls, given, control, Console(step, stream.quiet)))
+                try:
+                    return fn(run=TrainingRun(step, config_cls, given, control, Console(step, stream.quiet)))
+                except _DryRunDone:
+                    return None
 
         command.__signature__ = inspect.Signature(
             [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in ("given", "control", "stream")])

@@ -31,8 +31,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", module=r"(transformers|peft|accelerate|torch)\b")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(transformers|peft|accelerate|torch|bitsandbytes)\b")
+    for library in ("transformers", "bitsandbytes"):  # bitsandbytes warns at import about optional CPU kernels
+        logging.getLogger(library).setLevel(logging.ERROR)
 
 
 def hub_offline() -> None:
@@ -79,7 +80,24 @@ def pick_device_and_dtype(device: str = "auto", dtype: str = "auto"):
     return device, getattr(torch, dtype)
 
 
-def _load_args(base: str) -> tuple[str, dict]:
+def peak_memory_mib(device: str) -> float:
+    """The process's peak memory so far: allocated GPU memory on CUDA, else peak RSS."""
+    import torch
+
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _load_args(base: str, load_in: str = "", dtype=None, device: str = "cpu") -> tuple[str, dict]:
+    if load_in:
+        from .quantized import hf_folder_of_gguf, quantization_config
+
+        folder = str(hf_folder_of_gguf(base)) if base_kind(base) == "gguf" else base
+        return folder, {"use_safetensors": True, "quantization_config": quantization_config(load_in, dtype),
+                        "device_map": {"": device}}
     if base_kind(base) == "gguf":
         from transformers import GgufConfig
 
@@ -111,12 +129,13 @@ def load_tokenizer(base: str):
     return tok
 
 
-def load_causal_lm(base: str, dtype):
+def load_causal_lm(base: str, dtype, load_in: str = "", device: str = "cpu"):
     """The base (a GGUF file dequantized, or an HF folder in safetensors) as a causal LM in
-    ``dtype``, from local files only; ModelError when transformers cannot load it."""
+    ``dtype`` (``load_in`` 4bit/8bit: quantized by bitsandbytes on ``device``), from local files
+    only; ModelError when transformers cannot load it."""
     from transformers import AutoModelForCausalLM
 
-    where, kwargs = _load_args(base)
+    where, kwargs = _load_args(base, load_in, dtype, device)
     try:
         return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True, **kwargs)
     except Exception as exc:
@@ -129,7 +148,7 @@ def targets_for(model_type: str) -> list[str] | str:
     return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)
 
 
-def load_reward_model(base: str, dtype):
+def load_reward_model(base: str, dtype, load_in: str = "", device: str = "cpu"):
     """A one-output sequence classifier (fresh ``score`` head) on the base, for a PM.
 
     The reward is read at the last position of each row (inputs are left-padded): a pad id
@@ -137,7 +156,7 @@ def load_reward_model(base: str, dtype):
     """
     from transformers import AutoModelForSequenceClassification
 
-    where, kwargs = _load_args(base)
+    where, kwargs = _load_args(base, load_in, dtype, device)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             where, num_labels=1, dtype=dtype, local_files_only=True, **kwargs)

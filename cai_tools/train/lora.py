@@ -26,7 +26,8 @@ import yaml
 
 from ..errors import InputError, UsageError
 from ..option_fields import option
-from .hf_models import base_kind, pick_device_and_dtype, quiet_libraries
+from .hf_models import base_kind, peak_memory_mib, pick_device_and_dtype, quiet_libraries
+from .quantized import announce_gguf_copy, prepare_for_lora
 from .runs import RunFolder, peft_config
 
 
@@ -56,6 +57,9 @@ class TrainingConfig:
     device: str = option("auto", "cpu, cuda, cuda:1, ...")
     dtype: str = option("auto", "float32, bfloat16, float16 (auto: bfloat16 on a GPU that has it, "
                                 "else float32).")
+    load_in: str = option(
+        "", "4bit (NF4, QLoRA) or 8bit: load the base quantized by bitsandbytes and train LoRA on top "
+            "(CUDA or CPU; needs the 'quant' extra).", default_help="full precision")
     gradient_checkpointing: bool | None = option(
         None, "Recompute activations in the backward pass instead of keeping them: less memory, "
               "about a third more compute.", default_help="on with a GPU, off on the CPU",
@@ -93,6 +97,9 @@ class TrainingConfig:
                 raise UsageError(f"{name} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError("max_steps must be at least 1")
+        from .quantized import check_load_in
+
+        check_load_in(self.load_in, "cpu" if self.device == "auto" else self.device)
 
 
 @dataclass
@@ -101,7 +108,7 @@ class Task:
 
     peft_task_type: str                          # "CAUSAL_LM" or "SEQ_CLS"
     n_items: int                                 # training items (examples, pairs)
-    load_model: Callable[[Any], Any]             # dtype -> transformers model
+    load_model: Callable[[Any, str], Any]        # (dtype, device) -> transformers model
     micro_loss: Callable[[Any, list[int], Any], tuple[Any, int]]
     """(model, item indices, device) -> (summed loss tensor, tokens processed)."""
     denominator: Callable[[list[int]], float]    # a step's items -> what the loss is divided by
@@ -128,12 +135,14 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     accelerator = Accelerator(cpu=device == "cpu")
     torch.manual_seed(cfg.seed)  # a PM's fresh score head and LoRA's A start from this
-    model = task.load_model(dtype)
+    announce_gguf_copy(cfg.base, cfg.load_in, on_note)
+    model = task.load_model(dtype, str(accelerator.device))
     model_type = model.config.model_type
-    model = get_peft_model(model, peft_config(cfg, model_type, task.peft_task_type))
     checkpointing = cfg.gradient_checkpointing   # sft and build-pm (cai rl refuses it)
     if checkpointing is None:
         checkpointing = device.startswith("cuda")   # memory is what a GPU runs out of
+    model = prepare_for_lora(model, checkpointing)   # a quantized base only
+    model = get_peft_model(model, peft_config(cfg, model_type, task.peft_task_type))
     if checkpointing:
         # Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -141,6 +150,9 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
     per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    if accelerator.num_processes > task.n_items:
+        raise UsageError(f"{accelerator.num_processes} processes but only {task.n_items} training items: "
+                         "launch at most as many processes as there are items")
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * task.n_items / per_step))
     step = 0
     main = accelerator.is_main_process
@@ -148,7 +160,8 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
         step = run.load_checkpoint(checkpoint, model, optimizer=optimizer, params=params,
                                    truncate_log=main)
     on_note(f"training {total} steps of {per_step} items on {accelerator.device} ({dtype}), "
-            f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha}" + (", gradient checkpointing" if checkpointing else "")
+            f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha}" + (f", base in {cfg.load_in}" if cfg.load_in else "")
+            + (", gradient checkpointing" if checkpointing else "")
             + (f", resuming after step {step}" if step else ""))
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -163,7 +176,9 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks: same after a resume
             ids = order[step * per_step:(step + 1) * per_step]
             mine = ids[accelerator.process_index::accelerator.num_processes]
-            denominator = task.denominator(mine) or 1.0
+            # The whole step's denominator, times the processes accelerate averages gradients over:
+            # the update is then the single-process one, whatever the split.
+            denominator = (task.denominator(ids) or 1.0) / accelerator.num_processes
             loss_sum, step_tokens = 0.0, 0
             for i in range(0, len(mine), cfg.batch_size):
                 loss, tokens = task.micro_loss(model, mine[i:i + cfg.batch_size], accelerator.device)
@@ -171,6 +186,10 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
                 accelerator.backward(loss)
                 loss_sum += loss.item()
                 step_tokens += tokens
+            if accelerator.num_processes > 1:  # log the whole step, not this process's share
+                totals = accelerator.reduce(torch.tensor([loss_sum, step_tokens], dtype=torch.float64,
+                                                         device=accelerator.device), "sum")
+                loss_sum, step_tokens = totals[0].item() / accelerator.num_processes, int(totals[1].item())
             lr = _lr(cfg, step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -181,7 +200,7 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
             elapsed = time.perf_counter() - started
             entry = {"step": step, "total_steps": total, "loss": round(loss_sum, 6), "lr": lr,
                      "tokens": step_tokens, "tokens_per_s": round(tokens_seen / elapsed, 2),
-                     "elapsed_s": round(elapsed, 3)}
+                     "elapsed_s": round(elapsed, 3), "peak_mib": peak_memory_mib(str(accelerator.device))}
             if main:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
@@ -199,7 +218,8 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     run.save_adapter(final, tokenizer)
     info = run.finish({"base": str(Path(cfg.base).resolve()), "base_kind": base_kind(cfg.base),
                        "model_type": model_type, "task": task.peft_task_type, "steps": step,
-                       "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, **(summary or {})})
+                       "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "load_in": cfg.load_in or None,
+                       **(summary or {})})
     return info, final
 
 

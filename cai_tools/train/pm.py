@@ -108,7 +108,7 @@ def train_pm(cfg: PMConfig, *, resume: bool = False, on_step: Callable[[dict], N
         return (weight * soft_bt_loss(margins, labels)).sum(), tokens
 
     task = Task(peft_task_type="SEQ_CLS", n_items=len(train),
-                load_model=lambda dtype: load_reward_model(cfg.base, dtype), micro_loss=micro_loss,
+                load_model=lambda dtype, device: load_reward_model(cfg.base, dtype, cfg.load_in, device), micro_loss=micro_loss,
                 denominator=len)
     summary, model = run_training(cfg, task, tokenizer, checkpoint, on_step=on_step, on_note=on_note,
                                   summary={"pairs": len(train), "held_out": len(held)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from ..errors import InputError
 from .runs import RunFolder, check_adapter_folder, check_run_folder, load_safetensors
@@ -30,17 +31,21 @@ def policy_source(policy: str) -> tuple[str, Path | None]:
     return policy, None
 
 
-def load_policy(policy: str, dtype):
-    """The causal LM to train: the base, with an sft run's adapter merged in when given."""
+def load_policy(policy: str, dtype, load_in: str = "", device: str = "cpu",
+                on_note: Callable[[str], None] = lambda message: None):
+    """The causal LM to train: the base (quantized for ``load_in``), with an sft run's adapter
+    merged in when given, made ready for LoRA."""
     from .hf_models import load_causal_lm
+    from .quantized import announce_gguf_copy, prepare_for_lora
 
     base, sft_run = policy_source(policy)
-    model = load_causal_lm(base, dtype)
+    announce_gguf_copy(base, load_in, on_note)
+    model = load_causal_lm(base, dtype, load_in, device)
     if sft_run is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(sft_run)).merge_and_unload()
-    return model
+    return prepare_for_lora(model, gradient_checkpointing=False)  # cai rl does not checkpoint
 
 
 def save_folded_adapter(run: Path, policy: str) -> None:

@@ -11,6 +11,7 @@ value head. TRL 1.16 has no PPO trainer, hence this compact one.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ..errors import InputError, UsageError
 from ..option_fields import option
 from .lora import TrainingConfig
 from ..records import error_of, read_records
+from .rl_shared_pm import PM_BASE_MODES
 from .runs import RunFolder, load_safetensors, peft_config
 
 ALGOS = ("ppo", "rloo", "grpo", "dpo")
@@ -36,6 +38,10 @@ class RLConfig(TrainingConfig):
         "", "Starting policy: a 'cai sft' run or a base model (GGUF / HF folder); default: --base "
             "or the bundled model. It is also the KL reference.")
     pm: str = option("", "A 'cai build-pm' run (ppo, rloo, grpo).")
+    pm_base: str = option(
+        "auto", "shared: the PM's adapter and score head ride on the policy's base weights (one copy in "
+                "memory; the PM must be built on the same base); separate: the PM loads its own base; "
+                "auto: shared when the bases are the same model.")
     prompts: list[str] = option(
         default_factory=list, help="Prompt records ('prompt' or 'messages'); repeat for several files.")
     data: list[str] = option(
@@ -66,6 +72,12 @@ class RLConfig(TrainingConfig):
         super().check()
         if self.algo not in ALGOS:
             raise UsageError(f"--algo must be one of {', '.join(ALGOS)}")
+        if self.pm_base not in PM_BASE_MODES:
+            raise UsageError(f"--pm-base must be one of {', '.join(PM_BASE_MODES)}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Its rollouts, PM scoring and the folded adapter are written for one process.
+            raise UsageError("cai rl runs in one process; accelerate launch with several processes is "
+                             "for sft and build-pm")
         if self.gradient_checkpointing:
             # Its rollouts generate with the trained model: not wired up or tested yet.
             raise UsageError("--gradient-checkpointing is for sft and build-pm; cai rl does not use it yet")
@@ -93,13 +105,27 @@ def load_prompts(paths: list[str]) -> list[list[dict]]:
     return prompts
 
 
+def load_pm(cfg: RLConfig, base: str, device: str, on_note: Callable[[str], None]):
+    """The PM on its own base (``--pm-base separate``, or auto with another base), else None: it
+    is attached to the policy once that is loaded (``SharedRewardModel``). Says which mode."""
+    from .rl_shared_pm import choose_pm_base
+    from .score import RewardModel
+
+    mode = choose_pm_base(cfg.pm_base, cfg.pm, base)
+    if mode == "shared":
+        on_note("PM: shared base (its adapter and score head ride on the policy's base weights: one copy in memory)")
+        return None
+    on_note("PM: separate base (a second copy of base weights in memory"
+            + (")" if cfg.pm_base == "separate" else "; the PM was built on another base)"))
+    return RewardModel(cfg.pm, device=device, load_in=cfg.load_in)
+
+
 def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
               on_note: Callable[[str], None] = lambda message: None) -> dict:
     """Train (or resume) a PPO run and write its folded adapter and ``cai_run.json``; returns the
     run info. ``on_step`` gets each log line, ``on_note`` what is happening."""
-    from .hf_models import load_tokenizer, pick_device_and_dtype, quiet_libraries
+    from .hf_models import load_tokenizer, peak_memory_mib, pick_device_and_dtype, quiet_libraries
     from .rl_policy import finish_rl_run, load_policy, policy_source
-    from .score import RewardModel
 
     quiet_libraries()
     import torch
@@ -112,15 +138,21 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     base, sft_run = policy_source(cfg.policy)
     on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
-    pm = RewardModel(cfg.pm, device=device)
+    pm = load_pm(cfg, base, device, on_note)
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
     tokenizer.padding_side = "left"
 
     torch.manual_seed(cfg.seed)
-    model = load_policy(cfg.policy, dtype)
+    model = load_policy(cfg.policy, dtype, cfg.load_in, device, on_note)
     model_type = model.config.model_type
     # no dropout: the probability ratios must be 1 at the start of every update
-    model = get_peft_model(model, peft_config(cfg, model_type, "CAUSAL_LM", dropout=0.0)).to(device)
+    model = get_peft_model(model, peft_config(cfg, model_type, "CAUSAL_LM", dropout=0.0))
+    if not cfg.load_in:  # a quantized base was loaded onto the device (bitsandbytes forbids moving it)
+        model = model.to(device)
+    if pm is None:
+        from .rl_shared_pm import SharedRewardModel
+
+        pm = SharedRewardModel(model, cfg.pm, sft_run)
     value_head = torch.nn.Linear(model.config.hidden_size, 1).to(device)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
@@ -144,7 +176,7 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
             stats = _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg, device)
             step += 1
             entry = {"step": step, "total_steps": total, **stats,
-                     "elapsed_s": round(time.perf_counter() - started, 3)}
+                     "elapsed_s": round(time.perf_counter() - started, 3), "peak_mib": peak_memory_mib(device)}
             log.write(json.dumps(entry) + "\n")
             log.flush()
             if step % cfg.save_every == 0 or step == total:
@@ -204,6 +236,7 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig,
     return {"reward": round(scores.mean().item(), 6), "kl": round(kl.sum(1).mean().item(), 6),
             "entropy": round(_masked_mean(entropy, resp_mask).item(), 6),
             "response_length": round(resp_mask.sum(1).float().mean().item(), 2),
+            "tokens": int(attention.sum().item()),   # prompt + answer tokens the step processed
             "pg_loss": round(_masked_mean(pg, resp_mask).item(), 6),
             "value_loss": round(_masked_mean(vf, resp_mask).item(), 6)}
 

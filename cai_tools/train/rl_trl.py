@@ -20,7 +20,7 @@ import shutil
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from .rl_ppo import RLConfig, load_prompts
+from .rl_ppo import RLConfig, load_pm, load_prompts
 from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
 
@@ -48,7 +48,7 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         dataset = Dataset.from_list([{"prompt": p} for p in load_prompts(cfg.prompts)])
         on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
     torch.manual_seed(cfg.seed)
-    model = load_policy(cfg.policy, dtype)
+    model = load_policy(cfg.policy, dtype, cfg.load_in, device, on_note)
     lora = peft_config(cfg, model.config.model_type, "CAUSAL_LM")
     done = 0
     if checkpoint is not None:
@@ -60,11 +60,22 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     remaining = max((cfg.max_steps or 20) - done, 0)
     if remaining == 0:
         raise UsageError(f"the run already has {done} steps: raise --max-steps to continue it")
+    pm = None if cfg.algo == "dpo" else load_pm(cfg, base, device, on_note)
+    if cfg.algo != "dpo" and pm is None:
+        # Shared base: the PM's adapter joins the policy's PeftModel, so that is built here, not in TRL.
+        from peft import get_peft_model
+
+        from .rl_shared_pm import SharedRewardModel
+
+        if lora is not None:
+            model, lora = get_peft_model(model, lora), None
+        pm = SharedRewardModel(model, cfg.pm, sft_run)
     common = dict(output_dir=str(run.path / "trl"), max_steps=remaining, learning_rate=cfg.learning_rate,
                   per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                   logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, bf16=dtype == torch.bfloat16,
                   use_cpu=device == "cpu", gradient_checkpointing=False, disable_tqdm=True)
-    trainer = _trainer(cfg, model, tokenizer, dataset, lora, common)
+    trainer = _trainer(cfg, model, tokenizer, dataset, lora, common, pm)
+    _reference_is_starting_policy(trainer.model)
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
@@ -76,14 +87,28 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     return finish_rl_run(run, cfg, base, model.config.model_type, cfg.algo, done + trainer.state.global_step)
 
 
-def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict):
+def _reference_is_starting_policy(model) -> None:
+    """Given a PeftModel (a resumed run, or the shared-PM mode), TRL keeps a copy of the adapter as
+    it was at the start, "ref", for the KL term. The reference is the starting policy, as in PPO: the
+    model with no RL adapter, so that copy's B is zeroed (a fresh adapter's already is)."""
+    import torch
+
+    if "ref" not in getattr(model, "peft_config", {}):
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_B.ref." in name:
+                param.zero_()
+
+
+def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, pm=None):
     if cfg.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(beta=cfg.dpo_beta, max_length=cfg.max_length, **common)
         return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=lora)
-    reward = _pm_reward(cfg.pm, common["use_cpu"])
+    reward = _pm_reward(pm)
     gen = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                beta=cfg.kl_coef, temperature=cfg.temperature,
                generation_batch_size=cfg.batch_size * cfg.num_generations)
@@ -99,11 +124,8 @@ def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict):
                        train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
 
 
-def _pm_reward(pm_run: str, cpu: bool):
-    """The PM as a TRL reward function over text."""
-    from .score import RewardModel
-
-    pm = RewardModel(pm_run, device="cpu" if cpu else "auto")
+def _pm_reward(pm):
+    """The PM (a RewardModel or SharedRewardModel) as a TRL reward function over text."""
 
     def pm_reward(prompts, completions, **_):
         convs = []

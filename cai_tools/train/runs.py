@@ -163,7 +163,7 @@ class RunFolder:
         final = self.path / CHECKPOINTS / f"step-{step:06d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        _save_trained_adapter(model, tmp)
         if optimizer is not None:
             index = {id(p): i for i, p in enumerate(params)}
             state = {f"{index[id(p)]}.{key}": value.detach().clone().cpu().contiguous()
@@ -213,13 +213,19 @@ class RunFolder:
 
     def save_adapter(self, model, tokenizer) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(self.path), safe_serialization=True)
+        _save_trained_adapter(model, self.path)
         tokenizer.save_pretrained(str(self.path))
 
     def finish(self, info: dict) -> dict:
         """Write ``cai_run.json``: from now on the folder is a finished run."""
         (self.path / INFO_FILE).write_text(json.dumps(info, indent=2))
         return info
+
+
+def _save_trained_adapter(model, folder: Path) -> None:
+    """The trained adapter ("default") alone: an RL model also carries the PM's adapters and
+    TRL's "ref" copy, which save_pretrained would write into subfolders."""
+    model.save_pretrained(str(folder), safe_serialization=True, selected_adapters=["default"])
 
 
 def peft_config(cfg, model_type: str, task_type: str, *, dropout: float | None = None):

@@ -25,7 +25,7 @@ from .preferences import preference_of
 class RewardModel:
     """A ``cai build-pm`` run loaded for scoring (base + LoRA + score head)."""
 
-    def __init__(self, run: str, *, max_length: int = 1024, device: str = "auto"):
+    def __init__(self, run: str, *, max_length: int = 1024, device: str = "auto", load_in: str = ""):
         from .hf_models import (load_reward_model, load_tokenizer, pick_device_and_dtype,
                                 quiet_libraries)
 
@@ -39,8 +39,11 @@ class RewardModel:
 
         device, dtype = pick_device_and_dtype(device, "auto")
         self.tokenizer = load_tokenizer(str(self.run))
-        base = load_reward_model(self.info["base"], dtype)
-        self.model = PeftModel.from_pretrained(base, str(self.run)).to(device).eval()
+        base = load_reward_model(self.info["base"], dtype, load_in, device)
+        self.model = PeftModel.from_pretrained(base, str(self.run))
+        if not load_in:  # a quantized base is already on the device and cannot be moved
+            self.model = self.model.to(device)
+        self.model.eval()
         self.device = device
         self.max_length = max_length
 

@@ -67,7 +67,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict],
         return loss, int(mask.sum())
 
     task = Task(peft_task_type="CAUSAL_LM", n_items=len(encoded),
-                load_model=lambda dtype: load_causal_lm(cfg.base, dtype), micro_loss=micro_loss,
+                load_model=lambda dtype, device: load_causal_lm(cfg.base, dtype, cfg.load_in, device), micro_loss=micro_loss,
                 denominator=lambda items: sum(sum(1 for x in encoded[i][1] if x != IGNORE) for i in items))
     summary, _ = run_training(cfg, task, tokenizer, checkpoint, on_step=on_step, on_note=on_note,
                               summary={"examples": len(encoded),
