@@ -54,7 +54,19 @@ ARMS = ("sft", "build-pm", "ppo-shared", "ppo-separate")
 
 
 def random_model(size: str) -> tuple[Path, int]:
-    """The seeded random-init model of ``size`` as an HF folder (made once); its parameter count."""
+    """The seeded random-init model of ``size`` as an HF folder (made once, in a child process: a
+    child's peak RSS counts the RSS of the process it was forked from, so this one stays small);
+    its parameter count."""
+    from cai_tools.train.cost_model import count_parameters
+    from cai_tools.train.quantized import cache_dir
+
+    folder = cache_dir() / "bench-scale" / size
+    if not (folder / "config.json").is_file():
+        child([sys.executable, __file__, "--make-model", size])
+    return folder, count_parameters(str(folder))
+
+
+def make_model(size: str) -> None:
     from cai_tools.train.quantized import cache_dir
 
     folder = cache_dir() / "bench-scale" / size
@@ -75,11 +87,7 @@ def random_model(size: str) -> tuple[Path, int]:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
-        del model
         os.replace(tmp, folder)
-    from cai_tools.train.cost_model import count_parameters
-
-    return folder, count_parameters(str(folder))
 
 
 def per_token_seconds(run: Path) -> tuple[float, float]:
@@ -142,7 +150,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "results" / "scale.json"))
     ap.add_argument("--no-cost-model", action="store_true", help="do not rewrite cai_tools/train/cost_model.json")
+    ap.add_argument("--make-model", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make_model:
+        return make_model(args.make_model)
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:

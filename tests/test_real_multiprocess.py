@@ -1,10 +1,12 @@
-"""`accelerate launch --num_processes 2` on the CPU (gloo) for sft and build-pm on the real tiny
-model: the same losses as one process taking the whole batch, resume under two processes, and
-one-line refusals (cai rl, more processes than items)."""
+"""`accelerate launch --num_processes 2` on the CPU (gloo) on the real tiny model: sft, build-pm
+and TRL's DPO give the same losses as one process taking the whole batch, resume works under two
+processes, GRPO runs with the shared-base PM, and the refusals (PPO, more processes than items)
+are one line."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from conftest import ROOT, run_cai
 pytestmark = pytest.mark.model
 
 DATA = Path(__file__).parent / "data"
+PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"
 SFT_DATA = ["--data", DATA / "sl_records.jsonl", "--all-rounds", "--mix", f"{DATA / 'helpful_messages.jsonl'}:1"]
 BIN = Path(sys.executable).parent
 LAUNCH = [BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -64,6 +67,36 @@ def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path):
     pm_two = launch2(*pm_args, "--out", pm2, "--batch-size", "2", *SAME)
     assert pm_two.returncode == 0, pm_two.stderr.decode()[-3000:]
     assert _losses(pm2) == pytest.approx(_losses(pm1), rel=1e-4)
+
+
+def test_two_processes_run_trl_dpo_as_one_and_grpo_with_the_shared_pm(tmp_path):
+    sft = tmp_path / "sft"
+    assert run_cai("sft", *SFT_DATA, "--out", sft, "--max-steps", "1", "-q", timeout=600).returncode == 0
+    dpo = ["rl", "--algo", "dpo", "--policy", sft, "--data", DATA / "pm_pairs.jsonl", "--max-steps", "3"]
+    one, two = tmp_path / "dpo1", tmp_path / "dpo2"
+    assert run_cai(*dpo, "--out", one, "--batch-size", "4", *SAME, timeout=600).returncode == 0
+    first = launch2(*dpo, "--out", two, "--batch-size", "2", *SAME)
+    assert first.returncode == 0, first.stderr.decode()[-3000:]
+    shutil.rmtree(two / "checkpoints" / "step-000003")
+    resumed = launch2("rl", "--out", two, "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    losses = _losses(two)
+    # Steps 1-2 are the one-process run's (measured: equal to 1e-6); step 3 was redone from the
+    # step-2 adapter with a fresh optimizer (TRL checkpoints no optimizer state), so it is close.
+    assert losses[:2] == pytest.approx(_losses(one)[:2], rel=1e-4) and len(losses) == 3
+
+    # GRPO samples, so no one-process match is claimed: it runs, with the PM on the shared base
+    # inside DDP, and one process writes the run.
+    pm, grpo = tmp_path / "pm", tmp_path / "grpo"
+    assert run_cai("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "1", "-q",
+                   timeout=600).returncode == 0
+    result = launch2("rl", "--algo", "grpo", "--policy", sft, "--pm", pm, "--prompts", PROMPTS,
+                     "--num-generations", "2", "--batch-size", "1", "--max-new-tokens", "6", "--max-steps", "2",
+                     "--out", grpo)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert result.stderr.decode().count("PM: shared base") == 2   # each process attached it
+    log = [json.loads(x) for x in (grpo / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2] and all(math.isfinite(e["reward"]) for e in log)
 
 
 def test_two_processes_refuse_rl_and_too_little_data_in_one_line(tmp_path):

@@ -71,8 +71,7 @@ def test_response_mask_stops_after_the_first_end_token():
 
 
 @pytest.mark.parametrize("missing, says", [({"pm": ""}, "--pm"), ({"prompts": []}, "--prompts"),
-                                           ({"algo": "a2c"}, "--algo"), ({"pm_base": "both"}, "--pm-base"),
-                                           ({"gradient_checkpointing": True}, "--gradient-checkpointing")])
+                                           ({"algo": "a2c"}, "--algo"), ({"pm_base": "both"}, "--pm-base")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
     from cai_tools.train.rl_ppo import RLConfig

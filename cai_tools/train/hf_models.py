@@ -86,6 +86,15 @@ def peak_memory_mib(device: str) -> float:
 
     if device.startswith("cuda"):
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    # VmHWM, this process image's own peak: ru_maxrss would carry over the peak of the process
+    # that forked it (Linux keeps it across exec), e.g. a large pytest or bench parent.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux

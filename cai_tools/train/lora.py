@@ -31,6 +31,10 @@ from .quantized import announce_gguf_copy, prepare_for_lora
 from .runs import RunFolder, peft_config
 
 
+# Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
 @dataclass
 class TrainingConfig:
     """Options every LoRA training step has; a step's own config adds its data options."""
@@ -64,6 +68,10 @@ class TrainingConfig:
         None, "Recompute activations in the backward pass instead of keeping them: less memory, "
               "about a third more compute.", default_help="on with a GPU, off on the CPU",
         flags=("--gradient-checkpointing/--no-gradient-checkpointing",))
+
+    def checkpointing_on(self, device: str) -> bool:
+        """--gradient-checkpointing, or by default on with CUDA: memory is what a GPU runs out of."""
+        return device.startswith("cuda") if self.gradient_checkpointing is None else self.gradient_checkpointing
 
     @classmethod
     def from_sources(cls, yaml_path: str | None, overrides: dict):
@@ -138,14 +146,11 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     announce_gguf_copy(cfg.base, cfg.load_in, on_note)
     model = task.load_model(dtype, str(accelerator.device))
     model_type = model.config.model_type
-    checkpointing = cfg.gradient_checkpointing   # sft and build-pm (cai rl refuses it)
-    if checkpointing is None:
-        checkpointing = device.startswith("cuda")   # memory is what a GPU runs out of
+    checkpointing = cfg.checkpointing_on(device)
     model = prepare_for_lora(model, checkpointing)   # a quantized base only
     model = get_peft_model(model, peft_config(cfg, model_type, task.peft_task_type))
     if checkpointing:
-        # Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 

@@ -101,6 +101,8 @@ def prepare_for_lora(model, gradient_checkpointing: bool):
         return model
     from peft import prepare_model_for_kbit_training
 
+    from .lora import CHECKPOINTING_KWARGS
+
     return prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False})
+        gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)

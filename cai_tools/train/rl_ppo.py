@@ -21,7 +21,7 @@ from typing import Callable
 from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
 from ..option_fields import option
-from .lora import TrainingConfig
+from .lora import CHECKPOINTING_KWARGS, TrainingConfig
 from ..records import error_of, read_records
 from .rl_shared_pm import PM_BASE_MODES
 from .runs import RunFolder, load_safetensors, peft_config
@@ -74,13 +74,10 @@ class RLConfig(TrainingConfig):
             raise UsageError(f"--algo must be one of {', '.join(ALGOS)}")
         if self.pm_base not in PM_BASE_MODES:
             raise UsageError(f"--pm-base must be one of {', '.join(PM_BASE_MODES)}")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # Its rollouts, PM scoring and the folded adapter are written for one process.
-            raise UsageError("cai rl runs in one process; accelerate launch with several processes is "
-                             "for sft and build-pm")
-        if self.gradient_checkpointing:
-            # Its rollouts generate with the trained model: not wired up or tested yet.
-            raise UsageError("--gradient-checkpointing is for sft and build-pm; cai rl does not use it yet")
+        if self.algo == "ppo" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Its own loop: rollouts, PM scoring and the update are written for one process.
+            raise UsageError("cai rl --algo ppo runs in one process; under accelerate launch with several "
+                             "processes use sft, build-pm or rl --algo rloo|grpo|dpo (TRL spreads those)")
         if self.algo == "dpo":
             if not self.data:
                 raise UsageError("--algo dpo trains on preference records: pass --data FILE")
@@ -147,6 +144,9 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     model_type = model.config.model_type
     # no dropout: the probability ratios must be 1 at the start of every update
     model = get_peft_model(model, peft_config(cfg, model_type, "CAUSAL_LM", dropout=0.0))
+    checkpointing = cfg.checkpointing_on(device)
+    if checkpointing:  # the PPO updates recompute activations; rollouts (eval mode) do not checkpoint
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
     if not cfg.load_in:  # a quantized base was loaded onto the device (bitsandbytes forbids moving it)
         model = model.to(device)
     if pm is None:
@@ -164,7 +164,8 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         value_head.load_state_dict(load_safetensors(checkpoint / "value_head.safetensors"))
     total = cfg.max_steps or 20
     on_note(f"PPO: {total} steps of {cfg.batch_size} prompts, up to {cfg.max_new_tokens} new tokens, "
-            f"KL coef {cfg.kl_coef}, on {device}" + (f", resuming after step {step}" if step else ""))
+            f"KL coef {cfg.kl_coef}, on {device}" + (", gradient checkpointing" if checkpointing else "")
+            + (f", resuming after step {step}" if step else ""))
     run.write_config(cfg)
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)

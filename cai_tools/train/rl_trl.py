@@ -16,10 +16,12 @@ continues from the last adapter checkpoint with a fresh optimizer for the remain
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from typing import Callable
 
 from ..errors import InputError, UsageError
+from .lora import CHECKPOINTING_KWARGS
 from .rl_ppo import RLConfig, load_pm, load_prompts
 from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
@@ -38,6 +40,9 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
 
     run = RunFolder(cfg.out)
     checkpoint = run.start(resume)
+    # Under accelerate launch TRL's trainer spreads the batches over the processes; the run folder
+    # (log, checkpoints, adapter) is written by the first one alone.
+    main = int(os.environ.get("RANK", "0")) == 0
     base, sft_run = policy_source(cfg.policy)
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
@@ -54,7 +59,8 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     if checkpoint is not None:
         check_adapter_folder(checkpoint)
         done = checkpoint_step(checkpoint)
-        run.truncate_log(done)
+        if main:
+            run.truncate_log(done)
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
         lora = None
     remaining = max((cfg.max_steps or 20) - done, 0)
@@ -73,14 +79,20 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     common = dict(output_dir=str(run.path / "trl"), max_steps=remaining, learning_rate=cfg.learning_rate,
                   per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                   logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, bf16=dtype == torch.bfloat16,
-                  use_cpu=device == "cpu", gradient_checkpointing=False, disable_tqdm=True)
+                  use_cpu=device == "cpu", gradient_checkpointing=cfg.checkpointing_on(device),
+                  gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS, disable_tqdm=True,
+                  ddp_find_unused_parameters=False)  # only the RL adapter trains (several processes)
     trainer = _trainer(cfg, model, tokenizer, dataset, lora, common, pm)
     _reference_is_starting_policy(trainer.model)
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
     trainer.add_callback(_Checkpoints(run, cfg.save_every, done, done + remaining, on_step))
+    if main:
+        run.write_config(cfg)  # so --resume continues with the same algorithm and options
     trainer.train()
+    if not main:
+        return {"steps": done + trainer.state.global_step}
     shutil.rmtree(run.path / "trl", ignore_errors=True)  # TRL's output_dir: nothing of ours in it
     run.save_adapter(trainer.model, tokenizer)
     _write_log(run, trainer.state.log_history, done)
@@ -111,7 +123,8 @@ def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, pm=No
     reward = _pm_reward(pm)
     gen = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                beta=cfg.kl_coef, temperature=cfg.temperature,
-               generation_batch_size=cfg.batch_size * cfg.num_generations)
+               # --batch-size is per process, as in sft: each generates for its own prompts
+               generation_batch_size=cfg.batch_size * cfg.num_generations * int(os.environ.get("WORLD_SIZE", "1")))
     common = dict(common, per_device_train_batch_size=cfg.batch_size * cfg.num_generations)
     if cfg.algo == "grpo":
         from trl import GRPOConfig, GRPOTrainer
@@ -170,7 +183,7 @@ class _Checkpoints:
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step = done + state.global_step
-                if model is not None and step % every == 0:
+                if model is not None and step % every == 0 and state.is_world_process_zero:
                     run.save_checkpoint(model, step)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
