@@ -31,13 +31,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_sft import MODEL, child  # noqa: E402
+from bench_rl import CAI, PAIRS, PROMPTS, SL  # noqa: E402
+from bench_sft import MIX, MODEL, child  # noqa: E402
 
-SL = str(ROOT / "tests" / "data" / "sl_records.jsonl")
-MIX = str(ROOT / "tests" / "data" / "helpful_messages.jsonl")
-PAIRS = str(ROOT / "tests" / "data" / "pm_pairs.jsonl")
-PROMPTS = str(ROOT / "data" / "redteam_demo.jsonl")
-CAI = [sys.executable, "-m", "cai_tools.cli.main"]
 COST_MODEL = ROOT / "cai_tools" / "train" / "cost_model.json"
 
 # SmolLM2's layout (llama, tied embeddings, 49152-token vocabulary) at three widths/depths.

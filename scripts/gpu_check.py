@@ -20,12 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SL = ROOT / "tests" / "data" / "sl_records.jsonl"
-MIX = ROOT / "tests" / "data" / "helpful_messages.jsonl"
-PAIRS = ROOT / "tests" / "data" / "pm_pairs.jsonl"
-PROMPTS = ROOT / "data" / "redteam_demo.jsonl"
-CAI = [sys.executable, "-m", "cai_tools.cli.main"]
+
+from bench_scale import CAI, MIX, MODEL, PAIRS, PROMPTS, SL, random_model  # noqa: E402
+
 STEPS = 6
 
 
@@ -51,7 +48,7 @@ def check_cuda() -> str:
 
 def generation() -> dict:
     """Tokens/s of cai generate with every layer on the GPU, on the red-team prompts."""
-    prompts = [json.loads(x) for x in PROMPTS.read_text().splitlines() if x.strip()]
+    prompts = [json.loads(x) for x in Path(PROMPTS).read_text().splitlines() if x.strip()]
     stdin = b"".join(json.dumps({"prompt": p["prompt"]}).encode() + b"\n" for p in prompts)
     start = time.perf_counter()
     out = cai("generate", "-m", MODEL, "--n-gpu-layers", "99", "--max-tokens", "128", "--seed", "0", "-q",
@@ -60,7 +57,7 @@ def generation() -> dict:
     records = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
     import llama_cpp
 
-    vocab = llama_cpp.Llama(str(MODEL), vocab_only=True, verbose=False)
+    vocab = llama_cpp.Llama(MODEL, vocab_only=True, verbose=False)
     tokens = sum(len(vocab.tokenize(r["response"].encode(), add_bos=False)) for r in records)
     return {"records": len(records), "completion_tokens": tokens, "wall_s": round(wall, 1),
             "tokens_per_s": round(tokens / wall, 1) if tokens else None}
@@ -98,8 +95,6 @@ def training(base: Path, params: int, load_in: str, tmp: Path) -> list[dict]:
 
 
 def main() -> None:
-    from bench_scale import random_model
-
     from cai_tools.train.cost_model import count_parameters
 
     device = check_cuda()
@@ -110,7 +105,7 @@ def main() -> None:
     rows = []
     big, big_params = random_model("1B")
     with tempfile.TemporaryDirectory(prefix="cai-gpu-check-") as tmp:
-        for base, params in ((MODEL, count_parameters(str(MODEL))), (big, big_params)):
+        for base, params in ((MODEL, count_parameters(MODEL)), (big, big_params)):
             for load_in in ("", "4bit"):
                 rows += training(Path(base), params, load_in, Path(tmp))
     result["training"] = rows

@@ -11,7 +11,7 @@ which is an extrapolation, and say so.
 from __future__ import annotations
 
 import json
-import struct
+import math
 from pathlib import Path
 
 from ..errors import ModelError
@@ -36,17 +36,12 @@ def count_parameters(base: str) -> int:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelError(f"{base}: no GGUF file or *.safetensors weights to count")
+    from safetensors import safe_open
+
     total = 0
     for f in files:
-        with open(f, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                n = 1
-                for dim in entry["shape"]:
-                    n *= dim
-                total += n
+        with safe_open(str(f), "np") as weights:  # reads the header; tensors stay on disk
+            total += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
     return total
 
 
@@ -84,7 +79,7 @@ def scaling_table(result: dict) -> str:
     ratio_rows = [f"{pt['params'] / 1e6:.0f}M: shared-base PPO peak = "
                   f"{pt['arms']['ppo-shared']['peak_rss_mib'] / pt['arms']['sft']['peak_rss_mib']:.2f}× sft's, "
                   f"{pt['arms']['ppo-shared']['peak_rss_mib'] / pt['arms']['ppo-separate']['peak_rss_mib']:.2f}× "
-                  "separate-PM PPO's" for pt in result["points"] if "ppo-shared" in pt["arms"]]
+                  "separate-PM PPO's" for pt in result["points"]]
     lines += ["", *ratio_rows, "", "Extrapolated from the fit (peak memory; not measured):", "",
               "| params | precision | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     fit = {"fit": result["fit"], "points": [{"params": pt["params"]} for pt in result["points"]]}
@@ -97,15 +92,13 @@ def scaling_table(result: dict) -> str:
 
 def dry_run_report(step: str, cfg) -> str:
     """What ``cai STEP --dry-run`` prints: the base's size and the estimate for these settings."""
-    from .quantized import LOAD_IN
-
     base = cfg.base
     if step == "rl":
         from .rl_policy import policy_source
 
         base = policy_source(cfg.policy)[0]
     params = count_parameters(base)
-    precision = cfg.load_in if cfg.load_in in LOAD_IN else (cfg.dtype if cfg.dtype != "auto" else "float32")
+    precision = cfg.load_in or (cfg.dtype if cfg.dtype != "auto" else "float32")  # load_in is checked
     if step == "rl":
         from .rl_shared_pm import choose_pm_base
 

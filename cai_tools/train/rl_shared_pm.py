@@ -32,8 +32,8 @@ def pm_info(pm_run: str) -> dict:
 
 
 def same_base(a: str, b: str) -> bool:
-    """Whether two base references are the same model: the same path, or files of equal size
-    and SHA-256 (a copy), or HF folders whose weights are the same files."""
+    """Whether two base references are the same model: the same path (file or HF folder), or
+    files of equal size and SHA-256 (a copy)."""
     pa, pb = Path(a).resolve(), Path(b).resolve()
     if pa == pb:
         return True
@@ -62,7 +62,6 @@ class SharedRewardModel:
     """A PM run's adapter and score head on the policy's PeftModel; ``rewards`` as RewardModel's."""
 
     def __init__(self, peft_model, pm_run: str, sft_run: Path | None, *, max_length: int = 1024):
-        import torch
 
         from .hf_models import load_tokenizer
 
@@ -85,7 +84,6 @@ class SharedRewardModel:
         self._activate("default")  # training goes on with the RL adapter alone, as before
         backbone = peft_model.get_base_model()
         self.backbone = getattr(backbone, backbone.base_model_prefix)
-        self._no_grad = torch.no_grad
 
     def _activate(self, adapters) -> None:
         # LoraModel.set_adapter takes a list (PeftModel's takes one name); it also makes the active
@@ -93,13 +91,15 @@ class SharedRewardModel:
         self.model.base_model.set_adapter(adapters)
 
     def rewards(self, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
+        import torch
+
         from .hf_models import chat_ids, encode_left_padded
 
         before = list(self.model.active_adapters)
         out: list[float] = []
         self._activate(self.adapters)
         try:
-            with self._no_grad():
+            with torch.no_grad():
                 for i in range(0, len(conversations), batch_size):
                     rows = [chat_ids(self.tokenizer, c, self.max_length) for c in conversations[i:i + batch_size]]
                     ids, mask, positions = encode_left_padded(rows, self.tokenizer.pad_token_id,
@@ -108,6 +108,7 @@ class SharedRewardModel:
                                            position_ids=positions).last_hidden_state
                     out += (hidden[:, -1].float() @ self.score.T)[:, 0].tolist()
         finally:
+            # One adapter goes back as a name: PeftModel.active_adapter must stay a str for generate.
             self._activate(before if len(before) > 1 else before[0])
         return out
 
