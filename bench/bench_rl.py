@@ -83,12 +83,21 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
     try:
-        base_wall, base_rss = child([sys.executable, __file__, "--arm", "reward-trainer", "--steps",
-                                     str(args.steps), "--out", str(tmp / "rt")])
-        base_s = json.loads((tmp / "rt" / "bench.json").read_text())["train_s"]
+        def pm_arms(tag: str, env: dict[str, str] | None = None):
+            """Both PM trainers on the same pairs: (baseline train s, wall, RSS; cai wall, RSS)."""
+            base_wall, base_rss = child([sys.executable, __file__, "--arm", "reward-trainer", "--steps",
+                                         str(args.steps), "--out", str(tmp / f"rt{tag}")], env)
+            base_s = json.loads((tmp / f"rt{tag}" / "bench.json").read_text())["train_s"]
+            pm_wall, pm_rss = child(CAI + ["build-pm", "--data", PAIRS, "--out", str(tmp / f"pm{tag}"),
+                                           "--eval-fraction", "0", "--max-steps", str(args.steps),
+                                           "--batch-size", str(BATCH), "-q"], env)
+            return base_s, base_wall, base_rss, pm_wall, pm_rss
+
+        base_s, base_wall, base_rss, pm_wall, pm_rss = pm_arms("")
         pm = tmp / "pm"
-        pm_wall, pm_rss = child(CAI + ["build-pm", "--data", PAIRS, "--out", str(pm), "--eval-fraction", "0",
-                                       "--max-steps", str(args.steps), "--batch-size", str(BATCH), "-q"])
+        # Both again with glibc's mmap threshold pinned (no dynamic raise): does the memory gap
+        # between them survive when freed blocks of varying batch widths are not kept in the heap?
+        mm_base_s, _, mm_base_rss, _, mm_pm_rss = pm_arms("-mmap", {"MALLOC_MMAP_THRESHOLD_": "65536"})
         sft = tmp / "sft"
         child(CAI + ["sft", "--data", SL, "--out", str(sft), "--max-steps", "1", "-q"])
         rl_args = ["--policy", str(sft), "--pm", str(pm), "--prompts", PROMPTS, "--max-steps", str(args.steps),
@@ -104,7 +113,11 @@ def main() -> None:
                    "cai_build_pm_pairs_per_s": round(pairs / log_elapsed(pm), 3),
                    "speedup": round(base_s / log_elapsed(pm), 3),
                    "baseline_peak_rss_mib": round(base_rss), "cai_peak_rss_mib": round(pm_rss),
-                   "baseline_wall_s": round(base_wall, 1), "cai_wall_s": round(pm_wall, 1)},
+                   "baseline_wall_s": round(base_wall, 1), "cai_wall_s": round(pm_wall, 1),
+                   "with_MALLOC_MMAP_THRESHOLD_65536": {
+                       "baseline_pairs_per_s": round(pairs / mm_base_s, 3),
+                       "cai_pairs_per_s": round(pairs / log_elapsed(tmp / "pm-mmap"), 3),
+                       "baseline_peak_rss_mib": round(mm_base_rss), "cai_peak_rss_mib": round(mm_pm_rss)}},
             "ppo": {"prompts_per_step": 2, "max_new_tokens": 24,
                     "steps_per_s": round(args.steps / log_elapsed(tmp / "ppo"), 4),
                     "peak_rss_mib": round(ppo_rss), "wall_s": round(ppo_wall, 1)},

@@ -54,7 +54,7 @@ def random_model(size: str) -> tuple[Path, int]:
     child's peak RSS counts the RSS of the process it was forked from, so this one stays small);
     its parameter count."""
     from cai_tools.train.cost_model import count_parameters
-    from cai_tools.train.quantized import cache_dir
+    from cai_tools.train.gguf_cache import cache_dir
 
     folder = cache_dir() / "bench-scale" / size
     if not (folder / "config.json").is_file():
@@ -63,7 +63,7 @@ def random_model(size: str) -> tuple[Path, int]:
 
 
 def make_model(size: str) -> None:
-    from cai_tools.train.quantized import cache_dir
+    from cai_tools.train.gguf_cache import cache_dir
 
     folder = cache_dir() / "bench-scale" / size
     if not (folder / "config.json").is_file():

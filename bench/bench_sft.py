@@ -29,10 +29,11 @@ MIX = str(ROOT / "tests" / "data" / "helpful_messages.jsonl")
 BATCH = 4
 
 
-def child(argv: list[str]) -> tuple[float, float]:
-    """Run a command; (wall seconds, peak RSS of that child in MiB)."""
+def child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run a command (with ``env`` added to the environment); (wall seconds, peak RSS of that
+    child in MiB)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -34,10 +34,10 @@ def test_qlora_sft_build_pm_and_ppo_train_on_a_quantized_base(tmp_path):
     first = run_cai("sft", "--data", DATA / "sl_records.jsonl", "--out", sft, "--max-steps", "2",
                     "--lora-r", "4", "--lr", "1e-3", "--load-in", "4bit", timeout=600, env=env)
     assert first.returncode == 0, first.stderr
-    assert b"safetensors folder for bitsandbytes (once)" in first.stderr
+    assert b"as bfloat16 safetensors (once" in first.stderr   # bitsandbytes quantizes from it
     assert b"base in 4bit" in first.stderr
     copies = list((tmp_path / "cache" / "hf-from-gguf").iterdir())
-    assert len(copies) == 1 and (copies[0] / "config.json").is_file()
+    assert len(copies) == 1 and (copies[0] / "bfloat16" / "config.json").is_file()
 
     second = run_cai("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "2",
                      "--load-in", "8bit", "-q", timeout=600, env=env)

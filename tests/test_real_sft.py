@@ -266,3 +266,23 @@ def test_flagged_sl_rounds_are_left_out_and_counted(tmp_path):
     assert f"left out {n} flagged SL-CAI rounds (describes_answer {n})" in kept.stderr.decode()
     everything = run_cai(*common, "--keep-flagged", "--out", str(tmp_path / "all"), timeout=600)
     assert everything.returncode == 0 and b"left out" not in everything.stderr, everything.stderr
+
+
+def test_a_gguf_base_loads_from_its_cached_copy_with_the_same_weights_and_tokenizer(model_path, monkeypatch):
+    """The safetensors copy (written on a first load; the training tests above made it) holds
+    exactly what transformers reads from the GGUF, and the tokenizer beside it encodes alike."""
+    import torch
+
+    from cai_tools.train import gguf_cache
+    from cai_tools.train.hf_models import load_causal_lm, load_tokenizer
+
+    cached, cached_tok = load_causal_lm(str(model_path), torch.float32), load_tokenizer(str(model_path))
+    assert gguf_cache.cached_weights(model_path, torch.float32) is not None
+    monkeypatch.setenv("CAI_GGUF_CACHE", "0")
+    direct, direct_tok = load_causal_lm(str(model_path), torch.float32), load_tokenizer(str(model_path))
+    a, b = cached.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    chat = [{"role": "user", "content": "Héllo — how do I bake   bread? 🍞\t42"},
+            {"role": "assistant", "content": HELD_OUT[:200]}]
+    assert cached_tok.apply_chat_template(chat) == direct_tok.apply_chat_template(chat)
+    assert (cached_tok.pad_token_id, cached_tok.eos_token_id) == (direct_tok.pad_token_id, direct_tok.eos_token_id)

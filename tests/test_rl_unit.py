@@ -100,3 +100,30 @@ def test_pm_base_is_shared_only_for_the_same_base(tmp_path):
     assert choose_pm_base("separate", str(pm), str(base)) == "separate"
     with pytest.raises(UsageError, match="--pm-base separate"):
         choose_pm_base("shared", str(pm), str(other))
+
+
+def test_row_sampler_draws_from_the_softmax_and_each_row_alone():
+    import torch
+
+    from cai_tools.train.row_sampling import RowGumbelSampler, row_seed
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, float("-inf")]])
+    expected = torch.softmax(logits[0] / 0.7, -1)
+    sampler = RowGumbelSampler([row_seed(3, 0, 0)], temperature=0.7, device="cpu")
+    draws = torch.tensor([int(sampler(None, logits).argmax()) for _ in range(6000)])
+    freq = torch.bincount(draws, minlength=4).double() / len(draws)
+    # 6000 draws: each share within 4 standard errors of its probability; -inf never drawn
+    assert torch.all((freq - expected).abs() <= 4 * (expected * (1 - expected) / len(draws)).sqrt() + 1e-9)
+    assert freq[3] == 0
+
+    # A row's draws depend on its seed only, not on the rows beside it or the batch's order.
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    seeds = [row_seed(0, 5, i) for i in range(3)]
+    together = RowGumbelSampler(seeds, 1.0, "cpu")
+    alone = RowGumbelSampler(seeds[1:2], 1.0, "cpu")
+    reordered = RowGumbelSampler(seeds[::-1], 1.0, "cpu")
+    for _ in range(5):
+        picks = together(None, scores).argmax(-1)
+        assert alone(None, scores[1:2]).argmax(-1).item() == picks[1].item()
+        assert reordered(None, scores.flip(0)).argmax(-1).flip(0).tolist() == picks.tolist()
+    assert len({row_seed(0, 5, i) for i in range(3)} | {row_seed(0, 6, 0), row_seed(1, 5, 0)}) == 5

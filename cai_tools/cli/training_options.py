@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,9 @@ def training_step(step: str, config_cls):
             quiet_libraries()  # before torch/transformers load tqdm and their loggers
             with cli_errors(step, stream.debug):
                 try:
-                    return fn(run=TrainingRun(step, config_cls, given, control, Console(step, stream.quiet)))
+                    # under accelerate launch the first process alone speaks: N copies of each note help no one
+                    quiet = stream.quiet or os.environ.get("RANK", "0") != "0"
+                    return fn(run=TrainingRun(step, config_cls, given, control, Console(step, quiet)))
                 except _DryRunDone:
                     return None
 

@@ -1,12 +1,14 @@
 """Loading a base model into transformers for training: a GGUF file or a local HF folder.
 
-A GGUF file is dequantized to fp32 (transformers' GGUF loader); ``GgufConfig(dequantize=True)``
-marks it as an ordinary trainable model. Nothing is fetched from the network.
+A GGUF file is dequantized (transformers' GGUF loader; ``GgufConfig(dequantize=True)`` marks it
+as an ordinary trainable model) once into a cached safetensors copy (``gguf_cache``), which later
+loads read. Nothing is fetched from the network.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ModelError
 
@@ -100,20 +102,27 @@ def peak_memory_mib(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def _load_args(base: str, load_in: str = "", dtype=None, device: str = "cpu") -> tuple[str, dict]:
-    if load_in:
-        from .quantized import hf_folder_of_gguf, quantization_config
-
-        folder = str(hf_folder_of_gguf(base)) if base_kind(base) == "gguf" else base
-        return folder, {"use_safetensors": True, "quantization_config": quantization_config(load_in, dtype),
-                        "device_map": {"": device}}
+def _load_args(base: str, load_in: str = "", dtype=None, device: str = "cpu",
+               on_note: Callable[[str], None] = lambda message: None) -> tuple[str, dict]:
+    """Where and how ``from_pretrained`` loads ``base``: a GGUF base from its cached safetensors
+    copy (written on first use; see gguf_cache), else from the file itself or the HF folder."""
+    kwargs: dict = {"use_safetensors": True}
+    where = base
     if base_kind(base) == "gguf":
-        from transformers import GgufConfig
+        from .gguf_cache import load_folder
 
-        path = Path(base).resolve()
-        return str(path.parent), {"gguf_file": path.name,
-                                  "quantization_config": GgufConfig(dequantize=True)}
-    return base, {"use_safetensors": True}
+        folder = load_folder(base, dtype, load_in, on_note)
+        if folder is None:  # CAI_GGUF_CACHE=0: transformers dequantizes the file at every load
+            from transformers import GgufConfig
+
+            path = Path(base).resolve()
+            return str(path.parent), {"gguf_file": path.name, "quantization_config": GgufConfig(dequantize=True)}
+        where = str(folder)
+    if load_in:
+        from .quantized import quantization_config
+
+        kwargs.update(quantization_config=quantization_config(load_in, dtype), device_map={"": device})
+    return where, kwargs
 
 
 def load_tokenizer(base: str):
@@ -121,12 +130,15 @@ def load_tokenizer(base: str):
     it has none; ModelError when it cannot be loaded or has no chat template."""
     from transformers import AutoTokenizer
 
-    if Path(base).is_dir() and (Path(base) / "tokenizer_config.json").is_file():
-        where, kwargs = base, {}   # a model folder, or a run folder holding the tokenizer
-    else:
-        where, kwargs = _load_args(base)
-        kwargs.pop("quantization_config", None)
-        kwargs.pop("use_safetensors", None)
+    where, kwargs = base, {}   # a model folder, or a run folder holding the tokenizer
+    if not (Path(base).is_dir() and (Path(base) / "tokenizer_config.json").is_file()) and base_kind(base) == "gguf":
+        from .gguf_cache import cache_enabled, tokenizer_folder
+
+        if cache_enabled():
+            where = str(tokenizer_folder(base))
+        else:
+            path = Path(base).resolve()
+            where, kwargs = str(path.parent), {"gguf_file": path.name}
     try:
         tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
     except Exception as exc:  # transformers raises many types for an unusable folder/file

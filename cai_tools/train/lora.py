@@ -27,7 +27,8 @@ import yaml
 from ..errors import InputError, UsageError
 from ..option_fields import option
 from .hf_models import base_kind, peak_memory_mib, pick_device_and_dtype, quiet_libraries
-from .quantized import announce_gguf_copy, prepare_for_lora
+from .gguf_cache import announce_copy
+from .quantized import prepare_for_lora
 from .runs import RunFolder, peft_config
 
 
@@ -143,7 +144,7 @@ def run_training(cfg: TrainingConfig, task: Task, tokenizer, checkpoint: Path | 
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     accelerator = Accelerator(cpu=device == "cpu")
     torch.manual_seed(cfg.seed)  # a PM's fresh score head and LoRA's A start from this
-    announce_gguf_copy(cfg.base, cfg.load_in, on_note)
+    announce_copy(cfg.base, dtype, cfg.load_in, on_note)
     model = task.load_model(dtype, str(accelerator.device))
     model_type = model.config.model_type
     checkpointing = cfg.checkpointing_on(device)

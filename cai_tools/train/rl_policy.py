@@ -36,10 +36,11 @@ def load_policy(policy: str, dtype, load_in: str = "", device: str = "cpu",
     """The causal LM to train: the base (quantized for ``load_in``), with an sft run's adapter
     merged in when given, made ready for LoRA."""
     from .hf_models import load_causal_lm
-    from .quantized import announce_gguf_copy, prepare_for_lora
+    from .gguf_cache import announce_copy
+    from .quantized import prepare_for_lora
 
     base, sft_run = policy_source(policy)
-    announce_gguf_copy(base, load_in, on_note)
+    announce_copy(base, dtype, load_in, on_note)
     model = load_causal_lm(base, dtype, load_in, device)
     if sft_run is not None:
         from peft import PeftModel

@@ -6,12 +6,16 @@ with a KL penalty to the reference (the starting policy = the policy with its RL
 disabled). GAE (γ, λ) over a value head on the policy's last hidden state gives advantages;
 ``ppo_epochs`` passes of the clipped surrogate and a clipped value loss update the LoRA and the
 value head. TRL 1.16 has no PPO trainer, hence this compact one.
+
+Under ``accelerate launch`` each process rolls out and scores ``batch_size`` prompts of the
+step; the advantage whitening, the loss's token mean and the gradients are summed over the
+processes, so the update is the one a single process makes on the whole step's batch. Sampling
+draws per prompt (``row_sampling``), so the answers, too, are the single process's.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from ..option_fields import option
 from .lora import CHECKPOINTING_KWARGS, TrainingConfig
 from ..records import error_of, read_records
 from .rl_shared_pm import PM_BASE_MODES
+from .row_sampling import RowGumbelSampler, row_seed
 from .runs import RunFolder, load_safetensors, peft_config
 
 ALGOS = ("ppo", "rloo", "grpo", "dpo")
@@ -74,10 +79,8 @@ class RLConfig(TrainingConfig):
             raise UsageError(f"--algo must be one of {', '.join(ALGOS)}")
         if self.pm_base not in PM_BASE_MODES:
             raise UsageError(f"--pm-base must be one of {', '.join(PM_BASE_MODES)}")
-        if self.algo == "ppo" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # Its own loop: rollouts, PM scoring and the update are written for one process.
-            raise UsageError("cai rl --algo ppo runs in one process; under accelerate launch with several "
-                             "processes use sft, build-pm or rl --algo rloo|grpo|dpo (TRL spreads those)")
+        if self.algo == "ppo" and self.temperature <= 0:
+            raise UsageError("--temperature must be positive (PPO samples its answers)")
         if self.algo == "dpo":
             if not self.data:
                 raise UsageError("--algo dpo trains on preference records: pass --data FILE")
@@ -120,12 +123,14 @@ def load_pm(cfg: RLConfig, base: str, device: str, on_note: Callable[[str], None
 def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], None] | None = None,
               on_note: Callable[[str], None] = lambda message: None) -> dict:
     """Train (or resume) a PPO run and write its folded adapter and ``cai_run.json``; returns the
-    run info. ``on_step`` gets each log line, ``on_note`` what is happening."""
+    run info (on processes other than the first, just the steps). ``on_step`` gets each log line,
+    ``on_note`` what is happening."""
     from .hf_models import load_tokenizer, peak_memory_mib, pick_device_and_dtype, quiet_libraries
     from .rl_policy import finish_rl_run, load_policy, policy_source
 
     quiet_libraries()
     import torch
+    from accelerate import PartialState
     from peft import get_peft_model
     from safetensors.torch import save_file
 
@@ -133,13 +138,19 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     checkpoint = run.start(resume)
     prompts = load_prompts(cfg.prompts)
     base, sft_run = policy_source(cfg.policy)
-    on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
+    processes = _Processes(PartialState(cpu=device == "cpu"))
+    if processes.count > 1:
+        device = str(processes.state.device)  # this process's GPU (or the CPU)
+        if processes.count > len(prompts):
+            raise UsageError(f"{processes.count} processes but only {len(prompts)} prompts: "
+                             "launch at most as many processes as there are prompts")
+    on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
     pm = load_pm(cfg, base, device, on_note)
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
     tokenizer.padding_side = "left"
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # LoRA's A: the same in every process
     model = load_policy(cfg.policy, dtype, cfg.load_in, device, on_note)
     model_type = model.config.model_type
     # no dropout: the probability ratios must be 1 at the start of every update
@@ -160,31 +171,45 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     step = 0
     if checkpoint is not None:
-        step = run.load_checkpoint(checkpoint, model, optimizer=optimizer, params=params)
+        step = run.load_checkpoint(checkpoint, model, optimizer=optimizer, params=params,
+                                   truncate_log=processes.main)
         value_head.load_state_dict(load_safetensors(checkpoint / "value_head.safetensors"))
     total = cfg.max_steps or 20
-    on_note(f"PPO: {total} steps of {cfg.batch_size} prompts, up to {cfg.max_new_tokens} new tokens, "
-            f"KL coef {cfg.kl_coef}, on {device}" + (", gradient checkpointing" if checkpointing else "")
+    per_step = cfg.batch_size * processes.count
+    on_note(f"PPO: {total} steps of {per_step} prompts"
+            + (f" ({cfg.batch_size} in each of {processes.count} processes)" if processes.count > 1 else "")
+            + f", up to {cfg.max_new_tokens} new tokens, KL coef {cfg.kl_coef}, on {device}"
+            + (", gradient checkpointing" if checkpointing else "")
             + (f", resuming after step {step}" if step else ""))
-    run.write_config(cfg)
+    if processes.main:
+        run.write_config(cfg)
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
     started = time.perf_counter()
-    with run.open_log() as log:
+    log = run.open_log() if processes.main else None
+    try:
         while step < total:
-            batch = [prompts[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
-            stats = _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg, device)
+            # this process's share of the step's prompts, with their place in the step (row seeds)
+            places = list(range(step * per_step, (step + 1) * per_step))[processes.index::processes.count]
+            batch = [prompts[order[place % len(order)]] for place in places]
+            seeds = [row_seed(cfg.seed, step, place - step * per_step) for place in places]
+            stats = _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg, device, processes)
             step += 1
             entry = {"step": step, "total_steps": total, **stats,
                      "elapsed_s": round(time.perf_counter() - started, 3), "peak_mib": peak_memory_mib(device)}
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            if step % cfg.save_every == 0 or step == total:
-                run.save_checkpoint(model, step, optimizer=optimizer, params=params,
-                                    extra={"value_head.safetensors": value_head.state_dict()})
+            if processes.main:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                if step % cfg.save_every == 0 or step == total:
+                    run.save_checkpoint(model, step, optimizer=optimizer, params=params,
+                                        extra={"value_head.safetensors": value_head.state_dict()})
             if on_step:
                 on_step(entry)
+    finally:
+        if log:
+            log.close()
+    if not processes.main:
+        return {"steps": step}
     tokenizer.padding_side = "right"
     run.save_adapter(model, tokenizer)
     save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
@@ -192,16 +217,50 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     return finish_rl_run(run, cfg, base, model_type, "ppo", step)
 
 
-def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig, device) -> dict:
-    import torch
+class _Processes:
+    """The processes of an ``accelerate launch`` (or just this one): who writes the run, and sums
+    over all of them."""
 
-    # 1. roll out: the policy answers the prompts
+    def __init__(self, state):
+        self.state = state
+        self.count, self.index, self.main = state.num_processes, state.process_index, state.is_main_process
+
+    def sum(self, tensor):
+        """``tensor`` summed over the processes (in place)."""
+        if self.count > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+        return tensor
+
+    def sum_gradients(self, params) -> None:
+        """Each parameter's gradient summed over the processes: one flat all-reduce."""
+        if self.count == 1:
+            return
+        import torch
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = self.sum(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+
+
+def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg: RLConfig, device,
+              processes: _Processes) -> dict:
+    import torch
+    from transformers import LogitsProcessorList
+
+    # 1. roll out: the policy answers the prompts, each sampled from its own seed
     rendered = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in batch]
     enc = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     model.eval()
     with torch.no_grad():
-        full = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
-                              max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        sampler = RowGumbelSampler(seeds, cfg.temperature, enc["input_ids"].device)
+        full = model.generate(**enc, do_sample=False, logits_processor=LogitsProcessorList([sampler]),
+                              max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              temperature=None, top_k=None, top_p=None)
     n_prompt = enc["input_ids"].shape[1]
     response = full[:, n_prompt:]
     resp_mask = _response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -219,7 +278,10 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig,
     rewards = -cfg.kl_coef * kl
     last = resp_mask.sum(1).long().clamp(min=1) - 1
     rewards[torch.arange(len(batch)), last] += scores
-    advantages, returns = _gae(rewards, values, resp_mask, cfg.gamma, cfg.gae_lambda)
+    # every token of the step, in all processes: the means below are the whole batch's
+    n_tokens = processes.sum(resp_mask.sum().double()).clamp(min=1)
+    advantages, returns = _gae(rewards, values, resp_mask, cfg.gamma, cfg.gae_lambda,
+                               lambda x: processes.sum(x.double()) / n_tokens)
 
     # 3. clipped PPO updates
     model.train()
@@ -229,17 +291,24 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, cfg: RLConfig,
         pg = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
         v_clipped = values + (new_values - values).clamp(-cfg.value_clip, cfg.value_clip)
         vf = 0.5 * torch.max((new_values - returns) ** 2, (v_clipped - returns) ** 2)
-        loss = _masked_mean(pg, resp_mask) + cfg.vf_coef * _masked_mean(vf, resp_mask)
+        # this process's token sums over the step's token count: summed gradients are the batch mean's
+        loss = (((pg + cfg.vf_coef * vf) * resp_mask).sum() / n_tokens).float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        processes.sum_gradients(params := [p for g in optimizer.param_groups for p in g["params"]])
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-    return {"reward": round(scores.mean().item(), 6), "kl": round(kl.sum(1).mean().item(), 6),
-            "entropy": round(_masked_mean(entropy, resp_mask).item(), 6),
-            "response_length": round(resp_mask.sum(1).float().mean().item(), 2),
-            "tokens": int(attention.sum().item()),   # prompt + answer tokens the step processed
-            "pg_loss": round(_masked_mean(pg, resp_mask).item(), 6),
-            "value_loss": round(_masked_mean(vf, resp_mask).item(), 6)}
+    with torch.no_grad():
+        totals = processes.sum(torch.stack([
+            torch.tensor(float(len(batch)), dtype=torch.float64, device=device), scores.sum().double(),
+            kl.sum().double(), (entropy * resp_mask).sum().double(), attention.sum().double(),
+            (pg * resp_mask).sum().double(), (vf * resp_mask).sum().double()]))
+    answers, score_sum, kl_sum, entropy_sum, tokens, pg_sum, vf_sum = totals.tolist()
+    n = n_tokens.item()
+    return {"reward": round(score_sum / answers, 6), "kl": round(kl_sum / answers, 6),
+            "entropy": round(entropy_sum / n, 6), "response_length": round(n / answers, 2),
+            "tokens": int(tokens),   # prompt + answer tokens the step processed
+            "pg_loss": round(pg_sum / n, 6), "value_loss": round(vf_sum / n, 6)}
 
 
 def _response_mask(response, eos_id: int, pad_id: int):
@@ -268,8 +337,10 @@ def _forward(model, value_head, full, attention, n_prompt):
     return logp, values, entropy
 
 
-def _gae(rewards, values, mask, gamma: float, lam: float):
-    """Generalized advantage estimation over the response tokens; advantages whitened."""
+def _gae(rewards, values, mask, gamma: float, lam: float, token_mean=None):
+    """Generalized advantage estimation over the response tokens; advantages whitened with
+    ``token_mean`` (a masked tensor's sum -> the mean over every token of the step; default: this
+    batch's tokens)."""
     import torch
 
     values = values * mask
@@ -281,10 +352,8 @@ def _gae(rewards, values, mask, gamma: float, lam: float):
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running
     returns = advantages + values
-    mean = _masked_mean(advantages, mask)
-    std = ((advantages - mean) ** 2 * mask).sum() / mask.sum().clamp(min=1)
-    return (advantages - mean) * mask / (std.sqrt() + 1e-8), returns
+    token_mean = token_mean or (lambda total: total / mask.sum().clamp(min=1))
+    mean = token_mean((advantages * mask).sum()).to(advantages.dtype)
+    var = token_mean(((advantages - mean) ** 2 * mask).sum()).to(advantages.dtype)
+    return (advantages - mean) * mask / (var.sqrt() + 1e-8), returns
 
-
-def _masked_mean(x, mask):
-    return (x * mask).sum() / mask.sum().clamp(min=1)

@@ -1,0 +1,124 @@
+"""A GGUF base's safetensors copy, written once into the cache and loaded from there.
+
+transformers reads a GGUF file by parsing it and dequantizing every tensor in Python: about
+15 s for the 135M default model on 2 cores (3 s more for its tokenizer), at the start of every
+training or scoring process, and minutes for a 7B file. So the first load writes the
+dequantized weights, in the training precision, as a plain safetensors folder, and the
+tokenizer beside them, under ``$CAI_CACHE_DIR/hf-from-gguf/<file stem>-<fingerprint>/``; later
+loads take about a second and give the same tensors. ``--load-in`` needs such a folder anyway:
+bitsandbytes cannot quantize while transformers reads a GGUF. ``CAI_GGUF_CACHE=0`` turns the
+copy off (except for ``--load-in``), for a disk too small for an fp32 copy (4 bytes per parameter).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ModelError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CAI_CACHE_DIR") or Path.home() / ".cache" / "cai_tools")
+
+
+def cache_enabled() -> bool:
+    return os.environ.get("CAI_GGUF_CACHE", "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def _entry(gguf: str | os.PathLike) -> Path:
+    from ..model_files import fingerprint
+
+    path = Path(gguf).resolve()
+    return cache_dir() / "hf-from-gguf" / f"{path.stem}-{fingerprint(path)[3:]}"
+
+
+def cached_weights(gguf: str | os.PathLike, dtype) -> Path | None:
+    """The finished copy of ``gguf``'s weights in ``dtype``, if one is cached."""
+    folder = _entry(gguf) / str(dtype).removeprefix("torch.")
+    return folder if (folder / "config.json").is_file() else None
+
+
+def weights_folder(gguf: str | os.PathLike, dtype, on_note: Callable[[str], None] = lambda message: None) -> Path:
+    """A safetensors folder with ``gguf``'s weights dequantized to ``dtype`` (a torch dtype),
+    written on first use."""
+    found = cached_weights(gguf, dtype)
+    if found:
+        return found
+    folder = _entry(gguf) / str(dtype).removeprefix("torch.")
+    size = Path(gguf).stat().st_size
+    on_note(f"writing {Path(gguf).name} as {folder.name} safetensors (once, so later runs load it in seconds): "
+            f"{folder}" + (f" — {size / 2**30:.1f} GiB GGUF" if size > 2**30 else ""))
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, GgufConfig
+
+        path = Path(gguf).resolve()
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True,
+            quantization_config=GgufConfig(dequantize=True))
+        # Dequantized weights are ordinary ones: drop the GGUF marks save_pretrained refuses.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp), safe_serialization=True)
+
+    return _write_once(folder, write, gguf)
+
+
+def load_folder(gguf: str | os.PathLike, dtype, load_in: str = "",
+                on_note: Callable[[str], None] = lambda message: None) -> Path | None:
+    """The folder to load a GGUF base from: its cached copy in ``dtype`` (bf16 for ``load_in``:
+    bitsandbytes quantizes from it), written now when missing; None when the cache is off and
+    transformers should read the GGUF itself."""
+    import torch
+
+    if load_in:
+        return weights_folder(gguf, torch.bfloat16, on_note)
+    return weights_folder(gguf, dtype, on_note) if cache_enabled() else None
+
+
+def tokenizer_folder(gguf: str | os.PathLike) -> Path:
+    """A folder with ``gguf``'s tokenizer (and chat template), written on first use."""
+    folder = _entry(gguf) / "tokenizer"
+    if (folder / "tokenizer_config.json").is_file():
+        return folder
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        path = Path(gguf).resolve()
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                      local_files_only=True).save_pretrained(str(tmp))
+
+    return _write_once(folder, write, gguf)
+
+
+def _write_once(folder: Path, write: Callable[[Path], None], gguf) -> Path:
+    """Run ``write`` into a temporary folder, then rename it to ``folder``: an interrupted write
+    leaves nothing half-done, and of two processes writing at once (accelerate launch) the
+    first rename wins and the other uses it."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        if not folder.is_dir():  # not a lost race: a real failure (disk full, permissions)
+            raise ModelError(f"cannot write the safetensors copy of {gguf} into {folder}: {exc} "
+                             "(CAI_GGUF_CACHE=0 loads the GGUF directly)") from None
+    except Exception as exc:  # transformers raises many types for a file it cannot read
+        raise ModelError(f"cannot load {gguf} into transformers: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def announce_copy(base: str, dtype, load_in: str, on_note: Callable[[str], None]) -> None:
+    """Write a GGUF base's copy now, with a note, when loading it will need one (the load then
+    finds it in the cache)."""
+    if Path(base).is_file():
+        load_folder(base, dtype, load_in, on_note)
