@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +64,10 @@ def reward_trainer_arm(steps: int, out: str) -> None:
     Path(out, "bench.json").write_text(json.dumps({"train_s": time.perf_counter() - start}))
 
 
+def _median_and_range(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
 def log_elapsed(run: Path) -> float:
     return json.loads((run / "log.jsonl").read_text().splitlines()[-1])["elapsed_s"]
 
@@ -75,6 +80,7 @@ def step_time(run: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each PM trainer (medians and ranges)")
     ap.add_argument("--arm", choices=["reward-trainer"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -83,21 +89,26 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
     try:
-        def pm_arms(tag: str, env: dict[str, str] | None = None):
-            """Both PM trainers on the same pairs: (baseline train s, wall, RSS; cai wall, RSS)."""
-            base_wall, base_rss = child([sys.executable, __file__, "--arm", "reward-trainer", "--steps",
-                                         str(args.steps), "--out", str(tmp / f"rt{tag}")], env)
+        def pm_arms(tag: str, env: dict[str, str] | None = None) -> dict:
+            """Both PM trainers on the same pairs, each in its own process: pairs/s in training
+            and the process's peak RSS."""
+            _, base_rss = child([sys.executable, __file__, "--arm", "reward-trainer", "--steps",
+                                 str(args.steps), "--out", str(tmp / f"rt{tag}")], env)
             base_s = json.loads((tmp / f"rt{tag}" / "bench.json").read_text())["train_s"]
-            pm_wall, pm_rss = child(CAI + ["build-pm", "--data", PAIRS, "--out", str(tmp / f"pm{tag}"),
-                                           "--eval-fraction", "0", "--max-steps", str(args.steps),
-                                           "--batch-size", str(BATCH), "-q"], env)
-            return base_s, base_wall, base_rss, pm_wall, pm_rss
+            _, pm_rss = child(CAI + ["build-pm", "--data", PAIRS, "--out", str(tmp / f"pm{tag}"),
+                                     "--eval-fraction", "0", "--max-steps", str(args.steps),
+                                     "--batch-size", str(BATCH), "-q"], env)
+            return {"baseline_pairs_per_s": pairs / base_s, "cai_pairs_per_s": pairs / log_elapsed(tmp / f"pm{tag}"),
+                    "baseline_peak_rss_mib": base_rss, "cai_peak_rss_mib": pm_rss}
 
-        base_s, base_wall, base_rss, pm_wall, pm_rss = pm_arms("")
-        pm = tmp / "pm"
+        pairs = args.steps * BATCH
+        # Peak RSS of the same run varies by a few hundred MiB from run to run (glibc's heap):
+        # each arm runs --repeats times, and the medians and ranges are reported.
+        runs = [pm_arms(str(i)) for i in range(args.repeats)]
+        pm = tmp / "pm0"
         # Both again with glibc's mmap threshold pinned (no dynamic raise): does the memory gap
         # between them survive when freed blocks of varying batch widths are not kept in the heap?
-        mm_base_s, _, mm_base_rss, _, mm_pm_rss = pm_arms("-mmap", {"MALLOC_MMAP_THRESHOLD_": "65536"})
+        pinned = pm_arms("-mmap", {"MALLOC_MMAP_THRESHOLD_": "65536"})
         sft = tmp / "sft"
         child(CAI + ["sft", "--data", SL, "--out", str(sft), "--max-steps", "1", "-q"])
         rl_args = ["--policy", str(sft), "--pm", str(pm), "--prompts", PROMPTS, "--max-steps", str(args.steps),
@@ -105,19 +116,14 @@ def main() -> None:
         ppo_wall, ppo_rss = child(CAI + ["rl", "--out", str(tmp / "ppo"), *rl_args])
         grpo_wall, grpo_rss = child(CAI + ["rl", "--algo", "grpo", "--num-generations", "2",
                                            "--out", str(tmp / "grpo"), *rl_args])
-        pairs = args.steps * BATCH
         result = {
             "model": Path(MODEL).name, "device": "cpu", "steps": args.steps,
-            "pm": {"batch_pairs": BATCH,
-                   "baseline_reward_trainer_pairs_per_s": round(pairs / base_s, 3),
-                   "cai_build_pm_pairs_per_s": round(pairs / log_elapsed(pm), 3),
-                   "speedup": round(base_s / log_elapsed(pm), 3),
-                   "baseline_peak_rss_mib": round(base_rss), "cai_peak_rss_mib": round(pm_rss),
-                   "baseline_wall_s": round(base_wall, 1), "cai_wall_s": round(pm_wall, 1),
-                   "with_MALLOC_MMAP_THRESHOLD_65536": {
-                       "baseline_pairs_per_s": round(pairs / mm_base_s, 3),
-                       "cai_pairs_per_s": round(pairs / log_elapsed(tmp / "pm-mmap"), 3),
-                       "baseline_peak_rss_mib": round(mm_base_rss), "cai_peak_rss_mib": round(mm_pm_rss)}},
+            "pm": {"batch_pairs": BATCH, "repeats": args.repeats,
+                   **{key: _median_and_range([r[key] for r in runs]) for key in runs[0]},
+                   "speedup": round(statistics.median(r["cai_pairs_per_s"] / r["baseline_pairs_per_s"] for r in runs), 3),
+                   "memory_ratio": round(statistics.median(r["cai_peak_rss_mib"] / r["baseline_peak_rss_mib"]
+                                                           for r in runs), 3),
+                   "with_MALLOC_MMAP_THRESHOLD_65536": {key: round(value, 3) for key, value in pinned.items()}},
             "ppo": {"prompts_per_step": 2, "max_new_tokens": 24,
                     "steps_per_s": round(args.steps / log_elapsed(tmp / "ppo"), 4),
                     "peak_rss_mib": round(ppo_rss), "wall_s": round(ppo_wall, 1)},
