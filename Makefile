@@ -53,7 +53,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "Installing cai_tools into $(VENV). The first time, llama-cpp-python compiles llama.cpp"
 	@echo "from source: about 4-7 minutes on 2 cores (pip caches the built wheel afterwards)."
 	@$(PY) -m pip show -q torch >/dev/null 2>&1 || { echo "Installing $(TORCH) ..."; $(PY) -m pip install -q "$(TORCH)"; }
-	@scripts/install.sh $(VENV) test,train,quant
+	@scripts/install.sh $(VENV) test,train,quant,report
 	@touch $@
 
 model: $(MODEL_FILE)
@@ -73,6 +73,9 @@ PROMPTS  := $(DEMO)/prompts.jsonl
 started   = @mkdir -p $(DEMO) && date +%s > $(DEMO)/.start-$(1)
 finished  = @echo "$(1)	$$(( $$(date +%s) - $$(cat $(DEMO)/.start-$(1)) ))" >> $(DEMO)/timings.tsv
 demo: $(DEMO)/eval/report.md
+	@$(CAI) view -q $(DEMO)/sl.jsonl -o $(DEMO)/eval/view-sl.html --title "SL-CAI: critiques and revisions"
+	@$(CAI) view -q $(DEMO)/prefs.jsonl -o $(DEMO)/eval/view-judged.html --title "Judged pairs"
+	@$(CAI) view -q $(DEMO)/eval/answers.jsonl -o $(DEMO)/eval/view-answers.html --title "Eval answers side by side"
 	@$(PY) scripts/demo_summary.py $(DEMO)
 
 $(PROMPTS): data/redteam.jsonl | install

@@ -1,5 +1,6 @@
 """HTTP backend benchmark: records/min through a loopback ``llama_cpp.server`` at
---parallel 1 vs 4 (requests in flight), measured in the same run.
+--parallel 1 vs 4 (requests in flight), measured in the same run; and two servers (half the
+threads each, the same machine) against one, through ``--server A --server B``.
 
 llama_cpp.server handles one request at a time, so this measures the client's overhead and
 ordering more than concurrency; llama.cpp's ``llama-server --parallel N`` and vLLM batch
@@ -24,13 +25,13 @@ from cai_tools.sl.generate import generate  # noqa: E402
 from cai_tools.sl.sampling import Sampling  # noqa: E402
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, threads: int | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count()),
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads or os.cpu_count()),
          "--n_threads_batch", str(max(1, (os.cpu_count() or 2) // 2))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
@@ -61,7 +62,35 @@ def http_bench(model: str, prompts: list[dict], max_tokens: int) -> dict:
             assert len(out) == len(prompts)
             result[f"parallel{parallel}_records_per_min"] = len(prompts) / elapsed * 60
         result["speedup"] = result["parallel4_records_per_min"] / result["parallel1_records_per_min"]
-        return result
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    result.update(two_servers_bench(model, prompts, max_tokens))
+    return result
+
+
+def two_servers_bench(model: str, prompts: list[dict], max_tokens: int) -> dict:
+    """One server with every core against two with half each (one request in flight per server):
+    what spreading over processes gives on the same machine, and that the records match."""
+    from cai_tools.engines.multi_server import MultiServerEngine
+
+    half = max(1, (os.cpu_count() or 2) // 2)
+    sampling = Sampling(max_tokens=max_tokens, temperature=0.7)
+    runs = {}
+    for name, threads in (("one_server", None), ("two_servers", half)):
+        procs = [start_server(model, threads) for _ in range(1 if name == "one_server" else 2)]
+        try:
+            urls = [url for _, url in procs]
+            engine = OpenAIHttpEngine(urls[0], parallel=1) if len(urls) == 1 else MultiServerEngine(urls, parallel=1)
+            start = time.perf_counter()
+            out = list(generate(prompts, engine, sampling=sampling, seed=0, batch_size=len(prompts)))
+            elapsed = time.perf_counter() - start
+            engine.close()
+            runs[name] = (len(prompts) / elapsed * 60, [r["response"] for r in out])
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait(timeout=15)
+    return {"one_server_records_per_min": runs["one_server"][0], "two_servers_records_per_min": runs["two_servers"][0],
+            "two_servers_ratio": runs["two_servers"][0] / runs["one_server"][0],
+            "two_servers_same_records": runs["one_server"][1] == runs["two_servers"][1]}

@@ -38,9 +38,12 @@ def default_model_path() -> Path:
 
 
 def resolve_model(model: str | None, *, announce=print, option: str = "--model") -> str:
-    """The model the user named, or the default one (announced on stderr)."""
+    """The model the user named (a model reference resolved: see model_refs), or the default one
+    (announced on stderr)."""
     if model:
-        return model
+        from .model_refs import resolve
+
+        return resolve(model, announce)
     path = default_model_path()
     if not path.exists():
         raise ModelError(f"no --model given and the default model is missing at {path}; "

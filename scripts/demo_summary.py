@@ -89,3 +89,5 @@ say("")
 say(headline_table(summary))
 say("")
 say(f"report: {demo / 'eval' / 'report.md'} (plots and raw comparisons beside it)")
+pages = [demo / "eval" / f"view-{kind}.html" for kind in ("sl", "judged", "answers")]
+say("to read: " + ", ".join(str(p) for p in pages if p.exists()) + " (open in a browser)")

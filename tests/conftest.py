@@ -60,3 +60,16 @@ def run_cai(*args, input: bytes = b"", cwd=ROOT, **kwargs) -> subprocess.Complet
     """Run the real `cai` command line in a subprocess (real exit codes, pipes, stderr)."""
     return subprocess.run([sys.executable, "-m", "cai_tools.cli.main", *map(str, args)],
                           input=input, capture_output=True, cwd=cwd, **kwargs)
+
+
+def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
+    """The scalars of a run's TensorBoard event files, read back: {tag: {step: last value}}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+    return scalars

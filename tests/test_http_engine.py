@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 import urllib.request
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,7 @@ from cai_tools.engines import EngineOptions, open_engine
 from cai_tools.engines.base import Generation, ItemError, SamplingParams
 from cai_tools.engines.openai_http_engine import OpenAIHttpEngine, option_logprobs
 from cai_tools.errors import CaiError, UsageError
-from conftest import jsonl, parse_jsonl, run_cai
+from conftest import ROOT, jsonl, parse_jsonl, run_cai
 
 SECRET = "sk-test-secret-0123456789"
 LOG2 = math.log(2)
@@ -136,14 +137,17 @@ class FakeAPI(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_port}"
 
 
-@pytest.fixture
-def api():
+def _serving():
     server = FakeAPI()
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+api = pytest.fixture(_serving, name="api")
+api2 = pytest.fixture(_serving, name="api2")   # a second server, for several-server runs
 
 
 def engine_for(api, **kwargs) -> OpenAIHttpEngine:
@@ -404,13 +408,76 @@ def test_registered_engines_open_by_name():
         open_engine(EngineOptions(model="fake", lora="x.gguf"))
 
 
+# ---------------------------------------------------------------- several servers
+
+
+def test_several_servers_share_the_requests_and_keep_input_order(api, api2):
+    from cai_tools.engines.multi_server import MultiServerEngine
+
+    notes = []
+    engine = MultiServerEngine([api.url, api2.url], parallel=2, note=notes.append, backoff=0.01)
+    assert engine.model_name == "served-model"          # discovered from the first server
+    chats = [user(f"sleep {0.05 * (i % 3)} item{i}") for i in range(12)]
+    params = [SamplingParams(max_tokens=5, seed=i) for i in range(12)]
+    out = engine.generate(chats, params)
+    assert [g.text for g in out] == [f"echo: sleep {0.05 * (i % 3)} item{i}" for i in range(12)]
+    assert len(api.posts) + len(api2.posts) == 12 and len(api.posts) >= 3 and len(api2.posts) >= 3
+    assert max(api.max_in_flight, api2.max_in_flight) <= 2               # --parallel per server
+    # each request carries its own seed, whichever server takes it
+    assert sorted(b["seed"] for _, b in api.posts + api2.posts) == list(range(12))
+    engine.close()
+    assert "12 requests over 2 servers" in notes[-1]
+
+
+def test_a_dead_server_is_taken_out_and_the_run_finishes_on_the_rest(api, api2):
+    from cai_tools.engines.multi_server import MultiServerEngine
+
+    notes = []
+    dead = f"http://127.0.0.1:{free_port()}"                # nothing listens there
+    engine = MultiServerEngine([dead, api.url, api2.url], parallel=2, note=notes.append, backoff=0.01,
+                               retry_after=60)
+    out = engine.generate([user(f"item{i}") for i in range(8)], [SamplingParams(seed=i) for i in range(8)])
+    assert [g.text for g in out] == [f"echo: item{i}" for i in range(8)]
+    warnings = [n for n in notes if n.startswith("warning:") and dead in n]
+    assert len(warnings) == 1 and "tried again in 60 s" in warnings[0]   # said once, not per request
+    api.shutdown()
+    api.server_close()
+    out = engine.generate([user(f"sleep 0.05 more{i}") for i in range(6)], [SamplingParams(seed=i) for i in range(6)])
+    assert [g.text for g in out] == [f"echo: sleep 0.05 more{i}" for i in range(6)]   # all on the last one
+    assert api2.max_in_flight <= 2    # its share grew, its concurrency did not
+    api2.shutdown()
+    api2.server_close()
+    with pytest.raises(CaiError, match="every server is down"):
+        engine.generate([user("x")], [SamplingParams()])
+    engine.close()
+
+
+def test_server_list_file_and_its_errors(api, api2, tmp_path):
+    listing = tmp_path / "servers.txt"
+    listing.write_text(f"# my two\n{api.url}\n\n{api2.url}  # the second\n")
+    result = run_cai("generate", "--server", f"@{listing}", "--max-tokens", "4", input=jsonl(
+        [{"prompt": f"p{i}"} for i in range(6)]))
+    assert result.returncode == 0, result.stderr
+    assert [r["response"] for r in parse_jsonl(result.stdout)] == [f"echo: p{i}" for i in range(6)]
+    assert api.posts and api2.posts and b"using 2 servers" in result.stderr
+    assert b"6 requests over 2 servers" in result.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody\n")
+    for arg, message in ((f"@{empty}", b"names no URL"), (f"@{tmp_path / 'none.txt'}", b"cannot read the server list")):
+        bad = run_cai("generate", "--server", arg, input=b'{"prompt": "x"}\n')
+        lines = [x for x in bad.stderr.splitlines() if b"error" in x]
+        assert bad.returncode == 1 and len(lines) == 1 and message in lines[0]
+    down = run_cai("generate", "--server", f"http://127.0.0.1:{free_port()}", "--server",
+                   f"http://127.0.0.1:{free_port()}", input=b'{"prompt": "x"}\n')
+    assert down.returncode == 1 and b"every server is down" in down.stderr
+
+
 # ---------------------------------------------------------------- a real llama_cpp.server
 
 
-@pytest.fixture(scope="session")
-def llama_server(model_path, tmp_path_factory):
+def start_llama_server(model_path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """A ``python -m llama_cpp.server`` on a free port, answering /v1/models: (process, its URL)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
@@ -419,28 +486,38 @@ def llama_server(model_path, tmp_path_factory):
              "--n_threads_batch", str(max(1, (os.cpu_count() or 2) // 2))],
             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited with {proc.returncode} (is "
+                        f"llama-cpp-python[server] installed?):\n"
+                        f"{log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).close()
+            return proc, url
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_server(proc)
+                pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
+            time.sleep(0.25)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode} (is "
-                            f"llama-cpp-python[server] installed?):\n"
-                            f"{log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
-                time.sleep(0.25)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server(model_path, tmp_path_factory):
+    proc, url = start_llama_server(model_path, tmp_path_factory.mktemp("server") / "server.log")
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 @pytest.mark.model
@@ -525,3 +602,42 @@ def test_a_reply_without_text_is_an_item_error(api):
                                                                       "content": None}}]})
     (out,) = engine_for(api, model_name="m").generate([user("a")], [SamplingParams()])
     assert isinstance(out, ItemError) and "no text" in out.message
+
+
+@pytest.mark.model
+def test_two_real_servers_one_killed_mid_run_lose_nothing(llama_server, model_path, tmp_path):
+    """Two llama_cpp.server processes; the second is killed while the run is going: the run
+    finishes on the first, and every record equals the one-server run's (each request has its
+    own seed, so the answer does not depend on the server that gave it)."""
+    prompts = jsonl([{"id": f"p{i}", "prompt": text} for i, text in enumerate([
+        "Name a fruit.", "Count from one to five.", "Say hello in French.", "What is the capital of Italy?",
+        "Give me a word that rhymes with cat.", "What colour is the sky?", "Name a planet.",
+        "How many legs does a spider have?", "Write a two-word greeting.", "What do bees make?",
+        "Name a musical instrument.", "What is two plus two?"])])
+    args = ["generate", "--max-tokens", "12", "--seed", "3", "--parallel", "1"]
+    one = run_cai(*args, "--server", llama_server, input=prompts, timeout=600)
+    assert one.returncode == 0, one.stderr
+
+    second, url2 = start_llama_server(model_path, tmp_path / "second.log")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "cai_tools.cli.main", *args, "--server", llama_server,
+                                 "--server", url2], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=ROOT)
+        def kill_after_its_first_answer():   # mid-run: the second server dies with a request in flight
+            deadline = time.monotonic() + 300
+            while b"chat/completions" not in (tmp_path / "second.log").read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second.kill()
+
+        killer = threading.Thread(target=kill_after_its_first_answer, daemon=True)
+        killer.start()
+        out, err = proc.communicate(prompts, timeout=600)
+        killer.join()
+    finally:
+        stop_server(second)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"is down" in err and b"(down 1x)" in err           # taken out, said once, reported
+    report = [x for x in err.decode().splitlines() if "requests over 2 servers" in x][0]
+    assert "12 requests" in report
+    responses = {r["id"]: r["response"] for r in parse_jsonl(one.stdout)}
+    assert {r["id"]: r["response"] for r in parse_jsonl(out)} == responses   # nothing lost, same answers

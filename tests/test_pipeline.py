@@ -53,6 +53,8 @@ def test_make_demo_runs_the_whole_pipeline(tmp_path):
         assert (demo / gguf).read_bytes()[:4] == GGUF_MAGIC
 
     ev = demo / "eval"
+    for page in ("view-sl.html", "view-judged.html", "view-answers.html"):   # cai view's pages, named
+        assert "<article" in (ev / page).read_text() and page in done.stderr
     answers = jsonl(ev / "answers.jsonl")
     assert len(answers) == 3 * 4 and all(isinstance(a["pm_score"], float) for a in answers)
     assert {a["model"] for a in answers} == {"base", "sl-cai", "rl-cai"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import jsonl, parse_jsonl, run_cai
+from conftest import jsonl, parse_jsonl, run_cai, tensorboard_scalars
 
 pytestmark = pytest.mark.model
 
@@ -22,7 +22,8 @@ SMALL = ["--max-new-tokens", "12", "--batch-size", "2", "-q"]
 def runs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("rl")
     pm, sft = root / "pm", root / "sft"
-    for args in (("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "3"),
+    for args in (("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "3",
+                  "--report-to", "tensorboard"),
                  ("sft", "--data", DATA / "sl_records.jsonl", "--out", sft, "--max-steps", "2",
                   "--lora-r", "4")):
         result = run_cai(*args, "--lr", "1e-3", "-q", timeout=600)
@@ -37,9 +38,14 @@ def _log(run: Path) -> list[dict]:
 def test_ppo_logs_finite_reward_and_kl_resumes_and_exports(runs, tmp_path):
     out = tmp_path / "ppo"
     result = run_cai("rl", "--policy", runs["sft"], "--pm", runs["pm"], "--prompts", PROMPTS, "--out", out,
-                     "--max-steps", "2", "--save-every", "1", *SMALL, timeout=600)
+                     "--max-steps", "2", "--save-every", "1", "--report-to", "tensorboard", *SMALL, timeout=600)
     assert result.returncode == 0, result.stderr
     log = _log(out)
+    # the dashboard got the log's numbers (read back from the event file), PM's build too
+    board = tensorboard_scalars(out)
+    for key in ("reward", "kl", "pg_loss", "response_length"):
+        assert board[f"rl/{key}"] == pytest.approx({e["step"]: e[key] for e in log}, rel=1e-6, abs=1e-7)
+    assert sorted(tensorboard_scalars(runs["pm"])["build-pm/loss"]) == [1, 2, 3]
     assert [e["step"] for e in log] == [1, 2]
     for e in log:
         assert all(math.isfinite(e[k]) for k in ("reward", "kl", "entropy", "pg_loss", "value_loss"))
@@ -105,10 +111,11 @@ def test_trl_algorithms_run_a_couple_of_steps(runs, tmp_path, algo):
     source = ["--data", DATA / "pm_pairs.jsonl"] if algo == "dpo" else \
         ["--pm", runs["pm"], "--prompts", PROMPTS, "--num-generations", "2"]
     result = run_cai("rl", "--algo", algo, "--policy", runs["sft"], *source, "--out", out,
-                     "--max-steps", "2", *SMALL, timeout=600)
+                     "--max-steps", "2", "--report-to", "tensorboard", *SMALL, timeout=600)
     assert result.returncode == 0, result.stderr
     log = _log(out)
     assert [e["step"] for e in log] == [1, 2] and all(math.isfinite(e["loss"]) for e in log)
+    assert tensorboard_scalars(out)["rl/loss"] == pytest.approx({e["step"]: e["loss"] for e in log}, rel=1e-6)
     if algo != "dpo":
         assert all(math.isfinite(e["reward"]) for e in log)
     assert json.loads((out / "cai_run.json").read_text())["algo"] == algo

@@ -143,3 +143,18 @@ def test_dry_run_prints_the_estimate_and_trains_nothing(tmp_path, model_path):
     assert rl.returncode == 0, rl.stderr
     assert "ppo-separate: peak memory ≈" in rl.stderr.decode()
     assert not (tmp_path / "sft").exists() and not (tmp_path / "rl").exists()
+
+
+def test_report_to_checks_its_value_and_library_in_one_line(tmp_path):
+    import importlib.util
+
+    from conftest import run_cai
+
+    data = Path(__file__).parent / "data" / "sl_records.jsonl"
+    bad = run_cai("sft", "--data", data, "--out", tmp_path / "a", "--report-to", "mlflow")
+    assert bad.returncode == 2 and b"--report-to must be one of none, tensorboard, wandb" in bad.stderr
+    if importlib.util.find_spec("wandb") is None:   # not a dependency: said in one line
+        missing = run_cai("sft", "--data", data, "--out", tmp_path / "b", "--report-to", "wandb")
+        errors = [x for x in missing.stderr.decode().splitlines() if "error" in x]
+        assert missing.returncode == 2 and len(errors) == 1 and "pip install wandb" in errors[0]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -12,7 +12,7 @@ def build_pm(*, run: TrainingRun) -> None:
     from ..train.pm import train_pm
 
     cfg = run.config()
-    with run.progress() as progress:
+    with run.progress(cfg) as progress:
         summary = train_pm(cfg, resume=run.resume, on_step=progress.update, on_note=run.console.note)
     report = summary.get("eval")
     held = ""

@@ -11,6 +11,8 @@ from .critique import critique
 from .eval import eval_
 from .export import export
 from .fetch_model import fetch_model
+from .models import models
+from .view import view
 from .format import format_
 from .generate import generate
 from .judge import judge
@@ -45,6 +47,8 @@ app.command()(rl)
 app.command("eval")(eval_)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
+app.command()(models)
+app.command()(view)
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ def field_annotation(cls, name: str, *, given_only: bool = False, default=MISSIN
     dataclass's default."""
     meta = option_metadata(cls, name)
     kind = typing.get_type_hints(cls)[name]
+    if _is_variadic_tuple(kind):   # tuple[str, ...]: a repeatable option, which typer takes as a list
+        kind = list[typing.get_args(kind)[0]]
     help_text = meta["help"]
     if given_only:
         shown = meta.get("default_help")
@@ -92,8 +94,14 @@ def _build(cls, values: dict):
         if dataclasses.is_dataclass(hints[field.name]):
             kwargs[field.name] = _build(hints[field.name], values)
         elif field.name in values:
-            kwargs[field.name] = values[field.name]
+            value = values[field.name]
+            kwargs[field.name] = tuple(value) if _is_variadic_tuple(hints[field.name]) and value is not None else value
     return cls(**kwargs)
+
+
+def _is_variadic_tuple(kind) -> bool:
+    args = typing.get_args(kind)
+    return typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
 
 
 def dataclass_options(arg: str, cls, *, names=None, defaults: dict | None = None,

@@ -11,7 +11,7 @@ def rl(*, run: TrainingRun) -> None:
     """Optimize the policy against the preference model with a KL penalty (RL-CAI)."""
     # The policy is also the base unless --base names another (RLConfig.check links them).
     cfg = run.config(base=run.given["policy"] or run.given["base"])
-    with run.progress() as progress:
+    with run.progress(cfg) as progress:
         if cfg.algo == "ppo":
             from ..train.rl_ppo import train_ppo
 

@@ -12,7 +12,7 @@ def sft(*, run: TrainingRun) -> None:
     from ..train.sft import train_sft
 
     cfg = run.config()
-    with run.progress() as progress:
+    with run.progress(cfg) as progress:
         summary = train_sft(cfg, resume=run.resume, on_step=progress.update, on_note=run.console.note)
     run.console.note(f"{summary['steps']} steps on {summary.get('examples', '?')} examples; "
                      f"adapter in {cfg.out} (next: cai export {cfg.out} --gguf FILE.gguf)")

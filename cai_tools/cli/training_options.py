@@ -71,8 +71,11 @@ class TrainingRun:
             raise _DryRunDone
         return cfg
 
-    def progress(self) -> "_Progress":
-        return _Progress(self.step, self.console)
+    def progress(self, cfg) -> "_Progress":
+        """The progress bar, which also sends each step's log entry to --report-to's dashboard."""
+        from ..train.reporting import StepReporter
+
+        return _Progress(self.step, self.console, StepReporter(cfg.report_to, self.step, cfg))
 
 
 def training_step(step: str, config_cls):
@@ -118,10 +121,11 @@ def _base_in(config: str | None) -> bool:
 class _Progress:
     """A rich progress bar on stderr with the loss and tokens/s; nothing when quiet."""
 
-    def __init__(self, step: str, console: Console):
+    def __init__(self, step: str, console: Console, reporter=None):
         self.step = step
         self.enabled = not console.quiet
         self.bar = None
+        self.reporter = reporter
 
     def __enter__(self):
         return self
@@ -139,6 +143,8 @@ class _Progress:
         self.task = self.bar.add_task("train", total=None, info="")
 
     def update(self, entry: dict) -> None:
+        if self.reporter is not None:
+            self.reporter.log(entry)
         if not self.enabled:
             return
         if self.bar is None:
@@ -156,3 +162,5 @@ class _Progress:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.stop()
+        if self.reporter is not None:
+            self.reporter.close()

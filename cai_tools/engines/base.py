@@ -44,9 +44,10 @@ class EngineOptions:
 
     model: str | None = option(
         None, "GGUF model file (default: the bundled SmolLM2-135M-Instruct).", flags=("--model", "-m"))
-    server: str | None = option(
-        None, "Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the "
-              "served model's name. Or pass the URL as --model. API key: $CAI_API_KEY.")
+    server: tuple[str, ...] = option(
+        (), "Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the served "
+            "model's name. Or pass the URL as --model. Repeat, or give @FILE (one URL per line), to "
+            "spread the requests over several servers. API key: $CAI_API_KEY.")
     lora: str | None = option(
         None, "LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")
     lora_scale: float = option(1.0, "Strength of the --lora adapter (1 = as trained).")

@@ -190,16 +190,7 @@ class OpenAIHttpEngine:
     # ------------------------------------------------------------ Engine
 
     def generate(self, chats: Sequence[list[Message]], params: Sequence[SamplingParams]):
-        jobs = []
-        for chat, p in zip(chats, params):
-            payload = {"model": self.model_name, "messages": list(chat), "max_tokens": p.max_tokens,
-                       "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
-            if p.top_k > 0:  # not OpenAI's, but llama.cpp and vLLM accept it
-                payload["top_k"] = p.top_k
-            if p.stop:
-                payload["stop"] = list(p.stop)
-            jobs.append((payload, _parse_generation))
-        return self._map(jobs)
+        return self._map([chat_payload(self.model_name, chat, p) for chat, p in zip(chats, params)])
 
     def choice_logprobs(self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]],
                         *, cue: str = ""):
@@ -210,15 +201,7 @@ class OpenAIHttpEngine:
         cannot portably prefill the assistant turn), so the reply itself must start with an
         option for it to be found. See ``option_logprobs`` for how options are located.
         """
-        jobs = []
-        for chat, opts in zip(chats, options):
-            opts = list(opts)
-            payload = {"model": self.model_name, "messages": _with_cue(chat, cue),
-                       "max_tokens": max(4, max(map(len, opts), default=0) + 1),
-                       "temperature": 0.0, "seed": 0, "logprobs": True,
-                       "top_logprobs": TOP_LOGPROBS}
-            jobs.append((payload, lambda answer, opts=opts: _parse_choice(answer, opts)))
-        return self._map(jobs)
+        return self._map([choice_payload(self.model_name, chat, opts, cue) for chat, opts in zip(chats, options)])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -230,7 +213,28 @@ class OpenAIHttpEngine:
         self.close()
 
 
-# ---------------------------------------------------------------- parsing
+# ---------------------------------------------------------------- requests and parsing
+
+
+def chat_payload(model: str, chat: list[Message], p: SamplingParams) -> tuple[dict, Callable[[dict], object]]:
+    """A generation's /chat/completions request and the parser of its answer."""
+    payload = {"model": model, "messages": list(chat), "max_tokens": p.max_tokens,
+               "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
+    if p.top_k > 0:  # not OpenAI's, but llama.cpp and vLLM accept it
+        payload["top_k"] = p.top_k
+    if p.stop:
+        payload["stop"] = list(p.stop)
+    return payload, _parse_generation
+
+
+def choice_payload(model: str, chat: list[Message], options: Sequence[str],
+                   cue: str) -> tuple[dict, Callable[[dict], object]]:
+    """A judgement's greedy one-token-ish request with top_logprobs, and its parser."""
+    opts = list(options)
+    payload = {"model": model, "messages": _with_cue(chat, cue),
+               "max_tokens": max(4, max(map(len, opts), default=0) + 1),
+               "temperature": 0.0, "seed": 0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return payload, lambda answer: _parse_choice(answer, opts)
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:

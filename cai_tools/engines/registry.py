@@ -12,6 +12,7 @@ from typing import Callable
 
 from .base import Engine, EngineOptions
 from ..errors import UsageError
+from ..model_refs import is_reference
 
 _URL_SCHEMES = ("http://", "https://")
 
@@ -43,29 +44,38 @@ register_engine("fake", _fake)   # the deterministic test engine: no model, for 
 
 def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _msg: None) -> Engine:
     """The engine ``options`` name; ``note`` gets one-line remarks for stderr."""
-    model, server = options.model, options.server
-    if model in _REGISTRY and server is None:
+    from .multi_server import server_urls
+
+    model, servers = options.model, server_urls(options.server or ())
+    if model in _REGISTRY and not servers:
         return _REGISTRY[model](options)
-    if server is None and model is not None and model.startswith(_URL_SCHEMES):
-        server, model = model, None
-    if server is not None:
+    if not servers and model is not None and model.startswith(_URL_SCHEMES):
+        servers, model = [model], None
+    if servers:
         if options.lora is not None:
             raise UsageError("--lora applies to a local GGUF model; load the adapter in the "
                              "server instead (llama-server --lora FILE)")
-        return _open_server(server, model, options, note)
+        return _open_server(servers, model, options, note)
     from .llama_cpp_engine import LlamaCppEngine
     from ..model_files import resolve_model
 
     path = resolve_model(model, announce=note)
-    return LlamaCppEngine(path, options)
+    engine = LlamaCppEngine(path, options)
+    if is_reference(model):  # provenance names what the user asked for and the file it was
+        from ..model_refs import reference_sha256
+
+        engine.info.options.update(source=model, sha256=reference_sha256(path))
+        note(f"{model} is {path}")
+    return engine
 
 
-def _open_server(server: str, model: str | None, options: EngineOptions,
+def _open_server(servers: list[str], model: str | None, options: EngineOptions,
                  note: Callable[[str], None]) -> Engine:
     from .openai_http_engine import OpenAIHttpEngine, split_credentials
 
-    if not server.startswith(_URL_SCHEMES):
-        raise UsageError(f"--server must be an http:// or https:// URL, not '{split_credentials(server)[0]}'")
+    for server in servers:
+        if not server.startswith(_URL_SCHEMES):
+            raise UsageError(f"--server must be an http:// or https:// URL, not '{split_credentials(server)[0]}'")
     if model is not None and model.startswith(_URL_SCHEMES):
         raise UsageError("with --server, --model is the served model's name, not a URL")
     # The server owns the model: its chat template and GPU placement are its business.
@@ -73,8 +83,14 @@ def _open_server(server: str, model: str | None, options: EngineOptions,
         note("--chat-format is ignored with a server (it applies its own template)")
     if options.n_gpu_layers is not None:
         note("--n-gpu-layers is ignored with a server")
-    engine = OpenAIHttpEngine(server, model, parallel=options.parallel)
     found = "" if model else " (discovered)"
+    if len(servers) > 1:
+        from .multi_server import MultiServerEngine
+
+        engine = MultiServerEngine(servers, model, parallel=options.parallel, note=note)
+        note(f"using {len(servers)} servers, model {engine.model_name}{found}, --parallel {engine.parallel} each")
+        return engine
+    engine = OpenAIHttpEngine(servers[0], model, parallel=options.parallel)
     note(f"using server {engine.base_url}, model {engine.model_name}{found}, "
          f"--parallel {engine.parallel}")
     return engine

@@ -45,6 +45,8 @@ def hub_offline() -> None:
     import os
     import sys
 
+    # the user's own setting, for an hf: model reference the user names (model_refs)
+    os.environ.setdefault("CAI_USER_HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
     for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[switch] = "1"
     constants = sys.modules.get("huggingface_hub.constants")

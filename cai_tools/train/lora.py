@@ -69,6 +69,8 @@ class TrainingConfig:
         None, "Recompute activations in the backward pass instead of keeping them: less memory, "
               "about a third more compute.", default_help="on with a GPU, off on the CPU",
         flags=("--gradient-checkpointing/--no-gradient-checkpointing",))
+    report_to: str = option("none", "tensorboard (event files in RUN/tensorboard/), wandb, or none: each "
+                                    "step's log line also goes to that dashboard.")
 
     def checkpointing_on(self, device: str) -> bool:
         """--gradient-checkpointing, or by default on with CUDA: memory is what a GPU runs out of."""
@@ -99,6 +101,9 @@ class TrainingConfig:
     def check(self) -> None:
         if not self.base:
             raise UsageError("no base model: pass --base (a GGUF file or a HF model folder)")
+        from ..model_refs import resolve
+
+        self.base = resolve(self.base)   # hf:/ollama:/lmstudio: -> the local file or folder
         if not self.out:
             raise UsageError("no run folder: pass --out RUN")
         for name in ("lora_r", "batch_size", "grad_accum", "max_length", "save_every"):
@@ -107,6 +112,9 @@ class TrainingConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError("max_steps must be at least 1")
         from .quantized import check_load_in
+        from .reporting import check_report_to
+
+        check_report_to(self.report_to)
 
         check_load_in(self.load_in, "cpu" if self.device == "auto" else self.device)
 

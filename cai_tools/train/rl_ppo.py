@@ -72,7 +72,11 @@ class RLConfig(TrainingConfig):
                               default_help="0.5: all")
 
     def check(self) -> None:
-        self.policy = self.policy or self.base
+        from ..model_refs import resolve
+
+        # either may be a model reference (hf:, ollama:, lmstudio:); the policy may also be a run
+        self.base = resolve(self.base) if self.base else ""
+        self.policy = resolve(self.policy) if self.policy else self.base
         self.base = self.base or self.policy
         super().check()
         if self.algo not in ALGOS:

@@ -1,0 +1,37 @@
+"""cai view: a self-contained HTML page to read SL-CAI records, judged pairs or eval answers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import DebugOpt
+from .running import Console, cli_errors
+
+
+def view(
+    files: Annotated[list[Path], typer.Argument(help="JSONL files: SL-CAI records, judged pairs, eval answers.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (default: stdout).")] = None,
+    title: Annotated[str, typer.Option(help="The page's title.")] = "cai view",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write one HTML page (no network, no server) to read records side by side: prompt → answer →
+    each round's critique and revision; both answers of a judged pair with the label and both orders'
+    probabilities; every model's eval answer per prompt. Search box, filters, long texts folded."""
+    from ..records import read_records
+    from ..view import render
+
+    with cli_errors("view", debug):
+        page = render([(str(f), list(read_records(f))) for f in files], title=title)
+        if out is None:
+            sys.stdout.write(page)
+            return
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)   # a failed run leaves no half-written page
+        Console("view", quiet).note(f"wrote {out} ({len(page) // 1024} KiB): open it in a browser")
