@@ -94,7 +94,7 @@ def _sl_card(r: dict) -> tuple[str, dict]:
                      + _block("revision", _text(h.get("revision")), "revision") + "</section>")
     usable = [q["usable"] for q in quality.values()]
     facets = {"principle": " ".join(principles), "category": str(r.get("category", "")),
-              "rounds": ("all-usable" if all(usable) else "some-unusable") if usable else ""}
+              "quality": ("all-rounds-usable" if all(usable) else "some-round-unusable") if usable else ""}
     search = " ".join([_prompt_of(r), _text(r.get("init_response"))]
                       + [_text(h.get("revision")) for h in r.get("history", [])])
     return _card("".join(parts), facets, search), facets
@@ -135,6 +135,8 @@ def _eval_cards(records: list[dict]) -> list[tuple[str, dict]]:
         cards.append((_card(inner, facets, search), facets))
     return cards
 
+
+_ANY = {"quality": "any round quality", "label": "any label"}   # a filter's "no filter" entry
 
 _CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#222}
@@ -181,7 +183,7 @@ def render(files: list[tuple[str, list[dict]]], title: str = "cai view") -> str:
         for key, value in facets.items():
             facet_values[key].update(v for v in value.split() if v)
     selects = "".join(
-        f'<select data-facet="{key}" aria-label="{key}"><option value="">every {key}</option>'
+        f'<select data-facet="{key}" aria-label="{key}"><option value="">{_ANY.get(key, "every " + key)}</option>'
         + "".join(f'<option value="{html.escape(v, quote=True)}">{html.escape(v)}</option>' for v in sorted(values))
         + "</select>" for key, values in sorted(facet_values.items()) if values)
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
