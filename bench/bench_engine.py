@@ -8,7 +8,10 @@
 2. Raw decode and prompt throughput of the engine, and greedy agreement between
    --parallel 1 and --parallel 8.
 3. (--http) the OpenAI-compatible backend against a loopback llama_cpp.server,
-   --parallel 1 vs 4.
+   --parallel 1 vs 4, and two such servers against one.
+4. (--llama-server) the same SL stage through llama.cpp's own llama-server (built once from the
+   llama.cpp that llama-cpp-python vendors; --parallel slots, prompt cache) at equal
+   parallelism: cai's in-process engine as a ratio of the best peer serving the same work.
 
 Judging is measured by bench_judge.py. Run: ``make bench`` (or
 ``python bench/bench_engine.py --prompts 64``). Results are saved to bench/results/engine.json.
@@ -87,6 +90,48 @@ def sl_cai(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> 
     return elapsed, stats["generated_tokens"], stats
 
 
+def sl_llama_server(prompts, constitution, max_tokens: int, seed: int, parallel: int) -> tuple[float, int]:
+    """The same SL stage through llama.cpp's own llama-server (``parallel`` slots, prompt cache),
+    the best peer that serves this work: (seconds, generated tokens)."""
+    from llama_server import ensure_llama_server, start_llama_server  # noqa: PLC0415
+
+    from cai_tools.engines.openai_http_engine import OpenAIHttpEngine  # noqa: PLC0415
+
+    proc, url = start_llama_server(ensure_llama_server(log=lambda m: print(m, file=sys.stderr)), MODEL, parallel)
+    try:
+        engine = _CountingEngine(OpenAIHttpEngine(url, parallel=parallel))
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.7, top_p=0.95)
+        start = time.perf_counter()
+        answered = generate(prompts, engine, sampling=sampling, seed=seed, batch_size=len(prompts))
+        critiqued = critique(answered, engine, constitution, sampling=sampling, seed=seed, batch_size=len(prompts))
+        out = list(revise(critiqued, engine, constitution, sampling=sampling, seed=seed, batch_size=len(prompts)))
+        elapsed = time.perf_counter() - start
+        engine.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert len(out) == len(prompts) and all(r["history"][0]["revision"] for r in out)
+    return elapsed, engine.generated_tokens
+
+
+class _CountingEngine:
+    """An engine that adds up the tokens its generations report."""
+
+    def __init__(self, engine):
+        self.engine, self.info, self.generated_tokens = engine, engine.info, 0
+
+    def generate(self, chats, params):
+        out = self.engine.generate(chats, params)
+        self.generated_tokens += sum(getattr(g, "completion_tokens", 0) for g in out)
+        return out
+
+    def choice_logprobs(self, *args, **kwargs):
+        return self.engine.choice_logprobs(*args, **kwargs)
+
+    def close(self):
+        self.engine.close()
+
+
 def throughput() -> dict:
     """Aggregate decode tok/s (16 short prompts, 128 tokens) and prompt tok/s (long prompt)."""
     engine = LlamaCppEngine(MODEL, EngineOptions(ctx=2048, threads=THREADS, parallel=8))
@@ -128,6 +173,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--http", action="store_true", help="also benchmark the HTTP backend")
+    ap.add_argument("--llama-server", action="store_true",
+                    help="also run the SL stage through llama.cpp's llama-server (built once, cached)")
     args = ap.parse_args()
     constitution = load_constitution("harmless")
     prompts = load_prompts(args.prompts)
@@ -144,6 +191,14 @@ def main() -> None:
         "cai_generated_tok_per_s": tok_cai / t_cai,
         "cai_prompt_tokens_decoded": stats["prompt_tokens"],
         "cai_prompt_tokens_reused_from_prefix": stats["prefix_reused"]}
+    if args.llama_server:
+        print(f"SL-CAI stage through llama-server --parallel {args.parallel} ...", file=sys.stderr)
+        t_srv, tok_srv = sl_llama_server(prompts, constitution, args.max_tokens, 0, args.parallel)
+        results["sl_stage_vs_llama_server"] = {
+            "parallel": args.parallel, "llama_server_records_per_min": args.prompts / t_srv * 60,
+            "cai_records_per_min": args.prompts / t_cai * 60, "ratio": t_srv / t_cai,
+            "llama_server_generated_tok_per_s": tok_srv / t_srv, "cai_generated_tok_per_s": tok_cai / t_cai,
+            "generated_tok_per_s_ratio": (tok_cai / t_cai) / (tok_srv / t_srv)}
     print("throughput and agreement ...", file=sys.stderr)
     results["throughput"] = throughput()
     results["greedy_agreement_parallel1_vs_8"] = agreement(min(args.prompts, 16))
