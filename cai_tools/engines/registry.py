@@ -2,8 +2,10 @@
 
 ``open_engine(EngineOptions(...), note=...)`` looks the model up in a small registry of named
 engines first (the built-in ``fake`` test engine; tests and plugins may register more),
-then treats an http(s):// model (or ``server``) as an OpenAI-compatible server, and anything
-else as a GGUF file for llama.cpp (the bundled default model when none is named).
+then treats an http(s):// model (or ``server``; several make a ``MultiServerEngine``) as an
+OpenAI-compatible server, and anything else as a GGUF file for llama.cpp: a path, a model
+reference (``hf:``, ``ollama:``, ``lmstudio:``; see model_refs) or, when none is named, the
+bundled default model.
 """
 
 from __future__ import annotations
