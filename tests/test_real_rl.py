@@ -88,8 +88,10 @@ def test_shared_base_ppo_matches_separate_pm_and_uses_less_memory(runs, tmp_path
     for key in ("reward", "kl", "entropy", "response_length", "pg_loss", "value_loss"):
         assert logs["shared"][key] == pytest.approx(logs["separate"][key], abs=1e-4), key
         assert logs["checkpointed"][key] == pytest.approx(logs["shared"][key], abs=1e-5), key
-    # One base copy fewer: the tiny base is ~540 MB in fp32; measured 1316 vs 1995 MiB.
-    assert logs["shared"]["peak_mib"] < logs["separate"]["peak_mib"] - 300
+    # One base copy fewer: the tiny base is 513 MiB in fp32. Counted from the tensors held (peak RSS
+    # moves by a few hundred MiB between identical runs with glibc's heap; measured 1316-1579 vs
+    # 1814-1995 MiB).
+    assert logs["separate"]["weights_mib"] - logs["shared"]["weights_mib"] > 450
 
 
 def test_shared_pm_base_refuses_a_pm_on_another_base(runs, tmp_path, model_path):

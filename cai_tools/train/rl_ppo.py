@@ -179,6 +179,7 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
                                    truncate_log=processes.main)
         value_head.load_state_dict(load_safetensors(checkpoint / "value_head.safetensors"))
     total = cfg.max_steps or 20
+    weights = _weights_mib(model, value_head, getattr(pm, "model", None))
     per_step = cfg.batch_size * processes.count
     on_note(f"PPO: {total} steps of {per_step} prompts"
             + (f" ({cfg.batch_size} in each of {processes.count} processes)" if processes.count > 1 else "")
@@ -200,7 +201,8 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
             stats = _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg, device, processes)
             step += 1
             entry = {"step": step, "total_steps": total, **stats,
-                     "elapsed_s": round(time.perf_counter() - started, 3), "peak_mib": peak_memory_mib(device)}
+                     "elapsed_s": round(time.perf_counter() - started, 3), "peak_mib": peak_memory_mib(device),
+                     "weights_mib": weights}
             if processes.main:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
@@ -219,6 +221,21 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
               str(run.path / "value_head.safetensors"))
     return finish_rl_run(run, cfg, base, model_type, "ppo", step)
+
+
+def _weights_mib(*models) -> float:
+    """MiB of the tensors the policy, value head and PM hold, each storage counted once (a PM on
+    the shared base adds only its adapter and head): unlike peak RSS, free of allocator noise."""
+    seen, total = set(), 0
+    for m in models:
+        if m is None:
+            continue
+        for t in list(m.parameters()) + list(m.buffers()):
+            key = (t.device, t.untyped_storage().data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+    return round(total / 2**20, 1)
 
 
 class _Processes:
