@@ -25,17 +25,16 @@ from cai_tools.sl.generate import generate  # noqa: E402
 from cai_tools.sl.sampling import Sampling  # noqa: E402
 
 
-def start_server(model: str, threads: int | None = None) -> tuple[subprocess.Popen, str]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads or os.cpu_count()),
-         "--n_threads_batch", str(max(1, (os.cpu_count() or 2) // 2))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
+        return s.getsockname()[1]
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, what: str, limit_s: float) -> tuple[subprocess.Popen, str]:
+    """(proc, url) once ``url``/models answers; RuntimeError (the process killed) if it exits or
+    ``limit_s`` passes first."""
+    deadline = time.monotonic() + limit_s
     while True:
         try:
             urllib.request.urlopen(url + "/models", timeout=2).close()
@@ -43,9 +42,19 @@ def start_server(model: str, threads: int | None = None) -> tuple[subprocess.Pop
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("llama_cpp.server did not start (pip install "
-                                   "'llama-cpp-python[server]')") from None
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.5)
+
+
+def start_server(model: str, threads: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads or os.cpu_count()),
+         "--n_threads_batch", str(max(1, (os.cpu_count() or 2) // 2))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_until_serving(proc, f"http://127.0.0.1:{port}/v1",
+                              "llama_cpp.server (pip install 'llama-cpp-python[server]')", 90)
 
 
 def http_bench(model: str, prompts: list[dict], max_tokens: int) -> dict:

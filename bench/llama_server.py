@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cai_tools.train.gguf_cache import cache_dir  # noqa: E402
 
@@ -68,26 +66,15 @@ def start_llama_server(binary: Path, model: str, parallel: int, ctx_per_slot: in
                        threads: int | None = None) -> tuple[subprocess.Popen, str]:
     """``llama-server`` with ``parallel`` slots (continuous batching) and prompt caching on a free
     port; (process, base URL) once it answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from bench_http import free_port, wait_until_serving
+
+    port = free_port()
     threads = threads or os.cpu_count() or 2
     proc = subprocess.Popen([str(binary), "-m", model, "--host", "127.0.0.1", "--port", str(port),
                              "--parallel", str(parallel), "-c", str(ctx_per_slot * parallel), "-t", str(threads),
                              "--cache-prompt", "--no-webui"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).close()
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("llama-server did not start") from None
-            time.sleep(0.5)
-
+    return wait_until_serving(proc, f"http://127.0.0.1:{port}/v1", "llama-server", 120)
 
 if __name__ == "__main__":
     print(ensure_llama_server(log=lambda m: print(m, file=sys.stderr)))
