@@ -68,8 +68,17 @@ class RLConfig(TrainingConfig):
     gae_lambda: float = 0.95
     num_generations: int = option(4, "Answers per prompt for rloo/grpo.")
     dpo_beta: float = option(0.1, "DPO beta.")
-    min_label: float = option(0.5, "dpo: keep pairs whose soft label is at least this.",
+    min_label: float = option(0.5, "dpo --labels hard: keep pairs whose soft label is at least this.",
                               default_help="0.5: all")
+    labels: str = option("hard", "dpo: hard (each kept pair's chosen is certain, TRL's loss) or soft (the "
+                                 "judge's label p is the pair's target: -[p log s(bD) + (1-p) log s(-bD)]).")
+    judge: str = option("", "rloo/grpo: direct RLAIF, no PM: this GGUF model (or server URL) judges each "
+                            "answer against the others of its group, as 'cai judge' does, and its win "
+                            "probability is the reward.")
+    judge_against: str = option("group", "--judge: compare each answer with the others of its group, or "
+                                         "with the prompt record's 'response' (reference).")
+    judge_constitution: str = option("harmless", "--judge: the constitution whose judge principles it uses.")
+    judge_gpu_layers: int = option(0, "--judge: llama.cpp layers on the GPU.")
 
     def check(self) -> None:
         from ..model_refs import resolve
@@ -89,10 +98,23 @@ class RLConfig(TrainingConfig):
             if not self.data:
                 raise UsageError("--algo dpo trains on preference records: pass --data FILE")
         else:
-            if not self.pm:
-                raise UsageError(f"--algo {self.algo} needs a preference model: pass --pm RUN")
+            if not self.pm and not self.judge:
+                raise UsageError(f"--algo {self.algo} needs a reward: a preference model (--pm RUN) "
+                                 "or a judge (--judge MODEL, direct RLAIF)")
             if not self.prompts:
                 raise UsageError("no prompts: pass --prompts FILE")
+        if self.labels not in ("hard", "soft"):
+            raise UsageError(f"--labels must be hard or soft, got {self.labels!r}")
+        if self.judge:
+            if self.algo not in ("rloo", "grpo"):
+                raise UsageError("--judge (direct RLAIF) is a reward for --algo rloo or grpo")
+            if self.pm:
+                raise UsageError("give --pm or --judge, not both: they are two kinds of reward")
+            if self.judge_against not in ("group", "reference"):
+                raise UsageError(f"--judge-against must be group or reference, got {self.judge_against!r}")
+            if self.judge_against == "group" and self.num_generations < 2:
+                raise UsageError("--judge-against group compares answers within a group: "
+                                 "--num-generations must be at least 2")
 
 
 def load_prompts(paths: list[str]) -> list[list[dict]]:
