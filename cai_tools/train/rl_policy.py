@@ -92,11 +92,13 @@ def save_folded_adapter(run: Path, policy: str) -> None:
     (run / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
 
 
-def finish_rl_run(run: RunFolder, cfg, base: str, model_type: str, algo: str, steps: int) -> dict:
-    """Fold the starting sft adapter into the saved RL adapter and write ``cai_run.json``."""
+def finish_rl_run(run: RunFolder, cfg, base: str, model_type: str, algo: str, steps: int,
+                  extra: dict | None = None) -> dict:
+    """Fold the starting sft adapter into the saved RL adapter and write ``cai_run.json`` (with
+    ``extra``'s keys: what the algorithm measured)."""
     save_folded_adapter(run.path, cfg.policy)
     folded = check_adapter_folder(run.path)
     return run.finish({"base": str(Path(base).resolve()), "base_kind": "gguf" if Path(base).is_file() else "hf",
                        "model_type": model_type, "task": "CAUSAL_LM", "algo": algo, "steps": steps,
                        "policy": cfg.policy, "pm": cfg.pm or None, "lora_r": folded["r"],
-                       "lora_alpha": folded["lora_alpha"]})
+                       "lora_alpha": folded["lora_alpha"], **(extra or {})})
