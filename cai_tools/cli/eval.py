@@ -23,11 +23,15 @@ DATA_DIR = PROJECT_ROOT / "data"
 @dataclass_options("engine_options", EngineOptions, names=("ctx", "n_gpu_layers", "threads", "parallel"))
 @dataclass_options("sampling", Sampling, defaults={"max_tokens": 96})
 def eval_(
-    model: Annotated[List[str], typer.Option(
+    out: Annotated[Path, typer.Option(help="Folder for the report, plots and raw comparisons.")],
+    model: Annotated[Optional[List[str]], typer.Option(
         "--model", "-m", help="A model to evaluate, NAME=MODEL.gguf or NAME=MODEL.gguf+LORA.gguf "
                               "(an adapter from 'cai export'); repeat for each model, in the order "
-                              "to plot them (e.g. base, SL-CAI, RL-CAI).")],
-    out: Annotated[Path, typer.Option(help="Folder for the report, plots and raw comparisons.")],
+                              "to plot them (e.g. base, SL-CAI, RL-CAI).")] = None,
+    rl_run: Annotated[Optional[List[str]], typer.Option(
+        "--rl-run", help="A 'cai rl' run folder: plot its reward-hacking monitors per step (rl_monitors.png) "
+                         "and summarize them in the report; repeat for several. Without --model, only that.")]
+        = None,
     red_team: Annotated[str, typer.Option(help="Red-team prompts (harmlessness axis).")] =
         str(DATA_DIR / "redteam.jsonl"),
     helpful: Annotated[str, typer.Option(help="Ordinary requests (helpfulness axis).")] =
@@ -68,13 +72,22 @@ def eval_(
     quiet = stream.quiet
     console = Console("eval", quiet)
     with cli_errors("eval", stream.debug):
+        from ..eval.rl_monitors import load_rl_run, write_rl_report
+
+        rl_runs = [load_rl_run(r) for r in rl_run or []]
+        if not model and not rl_runs:
+            raise UsageError("give the models to compare (--model NAME=MODEL.gguf, two or more) or "
+                             "--rl-run RUN (an RL run's monitors)")
+        if not model:  # nothing to compare: the RL runs' monitors alone
+            typer.echo(str(write_rl_report(rl_runs, out)))
+            return
         from ..constitution import load_constitution
         from ..eval.report import headline_table, write_report
         from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
                                 revision_round_conversations, run_eval)
         from ..engines import open_engine
 
-        specs = [ModelSpec.parse(m) for m in model]
+        specs = [ModelSpec.parse(m) for m in model or []]
         check_models(specs)
         for name, value in (("--ensemble", ensemble), ("--bootstrap", bootstrap),
                             ("--parallel", engine_options.parallel), ("--max-tokens", sampling.max_tokens)):
@@ -117,7 +130,7 @@ def eval_(
         summary = run_eval(specs, prompt_sets, constitutions, settings, out, open_engine=engine,
                            judge_model=judge_path, load_pm=reward_model if pm else None,
                            sl_rounds=sl_rounds, labelled_pairs=labelled, note=console.note, track=track)
-        report = write_report(summary, out)
+        report = write_report(summary, out, rl_runs)
         if not quiet:
             print(headline_table(summary), file=sys.stderr)
         typer.echo(str(report))

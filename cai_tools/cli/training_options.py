@@ -155,9 +155,15 @@ class _Progress:
     @staticmethod
     def _info(entry: dict) -> str:
         if "reward" in entry:  # RL steps
-            return f"reward {entry['reward']:.3f}  KL {entry['kl']:.3f}  len {entry['response_length']:.0f}"
-        speed = f"  {entry['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in entry else ""
-        return f"loss {entry['loss']:.4f}{speed}"
+            info = f"reward {entry['reward']:.3f}  KL {entry['kl']:.3f}  len {entry['response_length']:.0f}"
+        else:
+            speed = f"  {entry['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in entry else ""
+            info = f"loss {entry['loss']:.4f}{speed}"
+            if "response_length" in entry:  # DPO's probe answers
+                info += f"  len {entry['response_length']:.0f}"
+        if "repeated_ngram_share" in entry:  # rl's reward-hacking monitors
+            info += f"  rep {entry['repeated_ngram_share']:.2f}"
+        return info
 
     def __exit__(self, *exc):
         if self.bar is not None:

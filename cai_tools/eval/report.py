@@ -155,9 +155,10 @@ def _f(value, digits=0, signed=True) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluation") -> str:
+def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluation",
+             rl_runs: list[dict] = ()) -> str:
     """The report's markdown: the headline table per model, the win rates per axis, the PM score per
-    revision round, and links to the figures ``figures`` marks as drawn."""
+    revision round, the RL runs' monitors, and links to the figures ``figures`` marks as drawn."""
     names = summary["models"]
     pm = summary["per_model"]
     level = round(summary["confidence_level"] * 100)
@@ -209,6 +210,10 @@ def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluati
         lines.append("")
         if figures.get(FIG_ROUNDS):
             lines += [f"![PM score per revision round]({FIG_ROUNDS})", ""]
+    if rl_runs:
+        from .rl_monitors import FIG_RL, rl_section
+
+        lines += ["## RL monitors", ""] + rl_section(rl_runs, figures.get(FIG_RL, False))
     lines += ["## Files", "",
               "- `answers.jsonl`: every model's answer to every prompt (with its PM score)",
               "- `comparisons.jsonl`: every judged comparison (p_a = P(model_a's answer is better), "
@@ -240,11 +245,16 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def write_report(summary: dict, out_dir: Path) -> Path:
-    """Draw both figures and write ``report.md`` into ``out_dir`` (which must exist); returns
-    the report's path."""
+def write_report(summary: dict, out_dir: Path, rl_runs: list[dict] = ()) -> Path:
+    """Draw both figures (and the RL runs' monitors, ``--rl-run``) and write ``report.md`` into
+    ``out_dir`` (which must exist); returns the report's path."""
     figures = {FIG_ELO: plot_elo(summary, out_dir / FIG_ELO),
                FIG_ROUNDS: plot_pm_rounds(summary, out_dir / FIG_ROUNDS)}
+    if rl_runs:
+        from .rl_monitors import FIG_RL, plot_rl_monitors
+
+        plot_rl_monitors(rl_runs, out_dir / FIG_RL)
+        figures[FIG_RL] = True
     report = out_dir / "report.md"
-    report.write_text(markdown(summary, figures), encoding="utf-8")
+    report.write_text(markdown(summary, figures, rl_runs=rl_runs), encoding="utf-8")
     return report
