@@ -175,7 +175,8 @@ class PolicyProbe:
         model.eval()
         try:
             with torch.no_grad():
-                full = model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
+                # the cache on: the Trainer sets the config's use_cache to its own argument, off by default
+                full = model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens, use_cache=True,
                                       pad_token_id=tokenizer.pad_token_id, temperature=None, top_k=None, top_p=None)
         finally:
             model.train(training)
