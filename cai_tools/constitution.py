@@ -53,6 +53,12 @@ class CritiqueRevisionPrinciple:
     revision: str
     weight: float = 1.0
 
+    def as_judge(self) -> "JudgePrinciple":
+        """This pair as a multiple-choice judge question: which answer has fewer of the problems its
+        critique looks for (``revise --keep-better`` judges a round under the round's principle)."""
+        return JudgePrinciple(f"round:{self.id}", f'Which of these answers has fewer of the problems '
+                                                  f'this asks about? "{self.critique}"')
+
 
 @dataclass(frozen=True)
 class JudgePrinciple:

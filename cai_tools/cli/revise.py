@@ -9,6 +9,7 @@ import typer
 from ..sl import revise as revise_step
 from ..sl.quality import QualityTally
 from ..constitution import load_constitution
+from ..errors import UsageError
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
 from .running import Console, check_positive, cli_errors
 from .step_options import StepOptions, generating_step
@@ -24,6 +25,12 @@ def revise(
     until_clean: Annotated[bool, typer.Option(
         help="Stop a record's rounds when its critique finds nothing to fix.")] = False,
     principle: PrincipleOpt = None,
+    keep_better: Annotated[bool, typer.Option(
+        help="After each round the model judges the revision against the answer it revised, under "
+             "the round's principle (both orders, as 'cai judge'); the revision replaces the answer "
+             "only if preferred, else the round is kept in history as rejected (kept: false).")] = False,
+    keep_threshold: Annotated[float, typer.Option(
+        help="--keep-better: keep a revision when P(revision is better) is at least this.")] = 0.5,
     *,
     opts: StepOptions,
 ) -> None:
@@ -36,11 +43,14 @@ def revise(
         const = load_constitution(constitution)
         if principle:
             const.principle(principle)
-        tally = QualityTally()
+        if not 0.0 <= keep_threshold <= 1.0:
+            raise UsageError(f"--keep-threshold must be a probability in [0, 1], got {keep_threshold}")
+        tally, kept = QualityTally(), revise_step.KeptTally()
         with opts.engine(console) as engine:
-            opts.run_records("revise", input, lambda recs: tally.watch(revise_step.revise(
+            opts.run_records("revise", input, lambda recs: kept.watch(tally.watch(revise_step.revise(
                 recs, engine, const, rounds=rounds, principle_id=principle,
                 until_clean=until_clean, seed=opts.seed, sampling=opts.sampling,
-                batch_size=opts.batch_size, on_error=opts.on_error)))
-        for line in tally.lines():   # e.g. "round 2: 5 of 8 usable (copies_critique 3)"
+                batch_size=opts.batch_size, keep_better=keep_threshold if keep_better else None,
+                on_error=opts.on_error))))
+        for line in tally.lines() + kept.lines():   # e.g. "round 2: 5 of 8 usable (copies_critique 3)"
             console.note(line)

@@ -395,3 +395,21 @@ def is_low_confidence(p_i: float, judgements: list[dict], min_confidence: float)
     disagree."""
     both = [judged_orders(j) for j in judgements]
     return abs(p_i - 0.5) < min_confidence or not all(orders_agree(*o) for o in both if o is not None)
+
+
+def prefer_first(engine: Engine, constitution: Constitution,
+                 comparisons: Sequence[tuple[list[dict], JudgePrinciple, str, str]],
+                 examples: bool = True) -> list[float | ItemError]:
+    """P(first answer is better) for each (conversation, principle, first, second), judged as ``judge``
+    does: the multiple-choice question in both orders, option probabilities averaged (identical
+    answers are 0.5 without asking). An item the engine could not score is its ItemError."""
+    asked = [k for k, (_, _, a, b) in enumerate(comparisons) if a.strip() != b.strip()]
+    chats = [judge_chat(constitution, messages, principle, x, y, examples)
+             for k in asked for messages, principle, a, b in [comparisons[k]] for x, y in ((a, b), (b, a))]
+    results = engine.choice_logprobs(chats, [list(OPTIONS)] * len(chats), cue=CUE) if chats else []
+    out: list[float | ItemError] = [0.5] * len(comparisons)
+    for n, k in enumerate(asked):
+        first_shown_first, first_shown_second = results[2 * n], results[2 * n + 1]
+        error = next((r for r in (first_shown_first, first_shown_second) if isinstance(r, ItemError)), None)
+        out[k] = error or (prob_first(first_shown_first) + 1.0 - prob_first(first_shown_second)) / 2
+    return out

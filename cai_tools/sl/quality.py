@@ -127,7 +127,8 @@ def history_quality(record: dict) -> list[dict]:
         stored = kept.get(entry.get("round"), {})
         rounds.append(round_quality(entry, previous, critique_finish=stored.get("critique_finish"),
                                     revision_finish=stored.get("revision_finish")))
-        previous = entry["revision"]
+        if entry.get("kept") is not False:   # a revision --keep-better rejected never became the answer
+            previous = entry["revision"]
     return rounds
 
 

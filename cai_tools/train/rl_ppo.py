@@ -26,6 +26,8 @@ from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
 from ..option_fields import option
 from .lora import CHECKPOINTING_KWARGS, TrainingConfig
+from .monitors import (STOP_STATS, boilerplate_phrases, first_stop, monitor_means, monitor_sums, parse_stop_when,
+                       stop_note)
 from ..records import error_of, read_records
 from .rl_shared_pm import PM_BASE_MODES
 from .row_sampling import RowGumbelSampler, row_seed
@@ -78,7 +80,15 @@ class RLConfig(TrainingConfig):
     judge_against: str = option("group", "--judge: compare each answer with the others of its group, or "
                                          "with the prompt record's 'response' (reference).")
     judge_constitution: str = option("harmless", "--judge: the constitution whose judge principles it uses.")
-    judge_gpu_layers: int = option(0, "--judge: llama.cpp layers on the GPU.")
+    judge_gpu_layers: int | None = option(
+        None, "--judge: llama.cpp layers on the GPU (default: all when llama.cpp has a GPU backend).")
+    stop_when: list[str] = option(
+        default_factory=list, help="Stop after the first step at which this holds, e.g. 'kl>8', "
+                                   "'response_length>120', 'repeated_ngram_share>=0.5' (any of "
+                                   f"{', '.join(STOP_STATS)}); the adapter is saved as at a normal end. Repeatable.")
+    boilerplate: list[str] = option(
+        default_factory=list, help="A phrase the boilerplate_share monitor counts, besides the built-in "
+                                   "ones (the paper's 'you are valid, valued, and cared for', ...). Repeatable.")
 
     def check(self) -> None:
         from ..model_refs import resolve
@@ -110,11 +120,19 @@ class RLConfig(TrainingConfig):
                 raise UsageError("--judge (direct RLAIF) is a reward for --algo rloo or grpo")
             if self.pm:
                 raise UsageError("give --pm or --judge, not both: they are two kinds of reward")
+            from ..engines.registry import registered
+
+            if not self.judge.startswith(("http://", "https://")) and not registered(self.judge):
+                from ..model_files import check_gguf_file
+
+                # before the policy loads: a wrong judge path is one line, not a minute later
+                self.judge = str(check_gguf_file(resolve(self.judge)))
             if self.judge_against not in ("group", "reference"):
                 raise UsageError(f"--judge-against must be group or reference, got {self.judge_against!r}")
             if self.judge_against == "group" and self.num_generations < 2:
                 raise UsageError("--judge-against group compares answers within a group: "
                                  "--num-generations must be at least 2")
+        parse_stop_when(self.stop_when, self.algo)  # a bad condition fails here, before anything loads
 
 
 def load_prompts(paths: list[str]) -> list[list[dict]]:
@@ -212,10 +230,11 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         run.write_config(cfg)
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
+    stop_when, stopped = parse_stop_when(cfg.stop_when), None
     started = time.perf_counter()
     log = run.open_log() if processes.main else None
     try:
-        while step < total:
+        while step < total and stopped is None:
             # this process's share of the step's prompts, with their place in the step (row seeds)
             places = list(range(step * per_step, (step + 1) * per_step))[processes.index::processes.count]
             batch = [prompts[order[place % len(order)]] for place in places]
@@ -225,14 +244,18 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
             entry = {"step": step, "total_steps": total, **stats,
                      "elapsed_s": round(time.perf_counter() - started, 3), "peak_mib": peak_memory_mib(device),
                      "weights_mib": weights}
+            # the entry's numbers are the whole step's, the same in every process: all stop together
+            stopped = first_stop(stop_when, entry)
             if processes.main:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-                if step % cfg.save_every == 0 or step == total:
+                if step % cfg.save_every == 0 or step == total or stopped:
                     run.save_checkpoint(model, step, optimizer=optimizer, params=params,
                                         extra={"value_head.safetensors": value_head.state_dict()})
             if on_step:
                 on_step(entry)
+            if stopped:
+                on_note(stop_note(stopped))
     finally:
         if log:
             log.close()
@@ -242,7 +265,7 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     run.save_adapter(model, tokenizer)
     save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
               str(run.path / "value_head.safetensors"))
-    return finish_rl_run(run, cfg, base, model_type, "ppo", step)
+    return finish_rl_run(run, cfg, base, model_type, "ppo", step, {"stopped_by": stopped})
 
 
 def _weights_mib(*models) -> float:
@@ -342,14 +365,17 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg: RL
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     with torch.no_grad():
-        totals = processes.sum(torch.stack([
+        totals = processes.sum(torch.cat([torch.stack([
             torch.tensor(float(len(batch)), dtype=torch.float64, device=device), scores.sum().double(),
             kl.sum().double(), (entropy * resp_mask).sum().double(), attention.sum().double(),
-            (pg * resp_mask).sum().double(), (vf * resp_mask).sum().double()]))
-    answers, score_sum, kl_sum, entropy_sum, tokens, pg_sum, vf_sum = totals.tolist()
+            (pg * resp_mask).sum().double(), (vf * resp_mask).sum().double()]),
+            torch.tensor(monitor_sums(texts, boilerplate_phrases(cfg.boilerplate)), dtype=torch.float64,
+                         device=device)]))
+    answers, score_sum, kl_sum, entropy_sum, tokens, pg_sum, vf_sum = totals[:7].tolist()
     n = n_tokens.item()
     return {"reward": round(score_sum / answers, 6), "kl": round(kl_sum / answers, 6),
             "entropy": round(entropy_sum / n, 6), "response_length": round(n / answers, 2),
+            **monitor_means(totals[7:].tolist()),
             "tokens": int(tokens),   # prompt + answer tokens the step processed
             "pg_loss": round(pg_sum / n, 6), "value_loss": round(vf_sum / n, 6)}
 

@@ -22,6 +22,8 @@ from typing import Callable
 
 from ..errors import InputError, UsageError
 from .lora import CHECKPOINTING_KWARGS
+from .monitors import (MONITORS, PolicyProbe, boilerplate_phrases, first_stop, monitored, parse_stop_when,
+                       stop_note)
 from .rl_ppo import RLConfig, load_pm, load_prompts
 from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
@@ -48,7 +50,13 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
     if cfg.algo == "dpo":
         dataset = _dpo_dataset(cfg)
-        on_note(f"DPO on {len(dataset)} preference pairs (label ≥ {cfg.min_label})")
+        on_note(f"DPO on {len(dataset)} preference pairs (label ≥ {cfg.min_label}), "
+                + ("soft labels: each pair's label is its target" if cfg.labels == "soft" else "hard labels"))
+    elif cfg.judge and cfg.judge_against == "reference":
+        from .judge_reward import prompts_with_references
+
+        dataset = Dataset.from_list(prompts_with_references(cfg.prompts))
+        on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
     else:
         dataset = Dataset.from_list([{"prompt": p} for p in load_prompts(cfg.prompts)])
         on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
@@ -66,8 +74,13 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     remaining = max((cfg.max_steps or 20) - done, 0)
     if remaining == 0:
         raise UsageError(f"the run already has {done} steps: raise --max-steps to continue it")
-    pm = None if cfg.algo == "dpo" else load_pm(cfg, base, device, on_note)
-    if cfg.algo != "dpo" and pm is None:
+    judge = None
+    if cfg.judge:   # direct RLAIF: the judge model is the reward, no PM
+        from .judge_reward import JudgeReward
+
+        judge = JudgeReward(cfg, on_note)
+    pm = None if cfg.algo == "dpo" or judge else load_pm(cfg, base, device, on_note)
+    if cfg.algo != "dpo" and not judge and pm is None:
         # Shared base: the PM's adapter joins the policy's PeftModel, so that is built here, not in TRL.
         from peft import get_peft_model
 
@@ -82,21 +95,40 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
                   use_cpu=device == "cpu", gradient_checkpointing=cfg.checkpointing_on(device),
                   gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS, disable_tqdm=True,
                   ddp_find_unused_parameters=False)  # only the RL adapter trains (several processes)
-    trainer = _trainer(cfg, model, tokenizer, dataset, lora, common, pm)
+    trainer = _trainer(cfg, model, tokenizer, dataset, lora, common,
+                       None if cfg.algo == "dpo" else judge or _pm_reward(pm))
     _reference_is_starting_policy(trainer.model)
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
-    trainer.add_callback(_Checkpoints(run, cfg.save_every, done, done + remaining, on_step))
+    checkpoints = _Checkpoints(run, cfg, done, done + remaining, on_step, on_note, dataset)
+    trainer.add_callback(checkpoints)
     if main:
         run.write_config(cfg)  # so --resume continues with the same algorithm and options
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if judge is not None:
+            judge.close()
     if not main:
         return {"steps": done + trainer.state.global_step}
     shutil.rmtree(run.path / "trl", ignore_errors=True)  # TRL's output_dir: nothing of ours in it
     run.save_adapter(trainer.model, tokenizer)
     _write_log(run, trainer.state.log_history, done)
-    return finish_rl_run(run, cfg, base, model.config.model_type, cfg.algo, done + trainer.state.global_step)
+    extra = {}
+    if cfg.algo == "dpo":
+        from .soft_dpo import margins_by_label
+
+        extra = {"labels": cfg.labels, "margins_by_label": margins_by_label(trainer)}
+        for band in extra["margins_by_label"]:
+            on_note("labels {:.1f}-{:.1f}: {} pairs, mean implicit reward margin {:+.4f}, chosen preferred in "
+                    "{:.0%}".format(*band["labels"], band["pairs"], band["mean_margin"], band["prefers_chosen"]))
+    if judge is not None:   # what the judge cost: its comparisons, how many the cache answered, its time
+        extra["judge"] = {**judge.stats, "judge_s": round(judge.stats["judge_s"], 2)}
+        on_note("judge: {comparisons} comparisons, {cached} from the cache, {judge_s:.0f} s".format(**judge.stats))
+    extra["stopped_by"] = checkpoints.stopped
+    return finish_rl_run(run, cfg, base, model.config.model_type, cfg.algo, done + trainer.state.global_step,
+                         extra)
 
 
 def _reference_is_starting_policy(model) -> None:
@@ -113,14 +145,20 @@ def _reference_is_starting_policy(model) -> None:
                 param.zero_()
 
 
-def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, pm=None):
+def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, reward=None):
+    """TRL's trainer for ``cfg.algo``; ``reward`` is the reward function of rloo and grpo."""
     if cfg.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(beta=cfg.dpo_beta, max_length=cfg.max_length, **common)
-        return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=lora)
-    reward = _pm_reward(pm)
+        trainer_class = DPOTrainer
+        if cfg.labels == "soft":
+            from .soft_dpo import soft_dpo_trainer_class
+
+            trainer_class = soft_dpo_trainer_class()
+        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora)
+    reward = monitored(reward, boilerplate_phrases(cfg.boilerplate))  # its answers' monitors, logged by TRL
     gen = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                beta=cfg.kl_coef, temperature=cfg.temperature,
                # --batch-size is per process, as in sft: each generates for its own prompts
@@ -157,7 +195,8 @@ def _dpo_dataset(cfg: RLConfig):
     from .preferences import load_preferences
 
     pairs, _ = load_preferences(cfg.data, eval_fraction=0.0, seed=cfg.seed)
-    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:]}
+    # the label rides along either way: soft labels train on it, and the end-of-run margins use it
+    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:], "label": p.label}
             for p in pairs if p.label >= cfg.min_label and p.chosen[:-1] == p.rejected[:-1]]
     if not rows:
         raise InputError(f"no preference pairs with a shared prompt and label ≥ {cfg.min_label}",
@@ -174,25 +213,46 @@ def _write_log(run: RunFolder, history: list[dict], done: int) -> None:
 
 
 class _Checkpoints:
-    """Adapter-only checkpoints every N steps, in cai's checkpoints/step-N layout, and
-    TRL's log lines turned into cai's progress entries."""
+    """Adapter-only checkpoints every N steps, in cai's checkpoints/step-N layout, TRL's log
+    lines turned into cai's progress entries with the reward-hacking monitors, and --stop-when
+    (``stopped`` says which condition ended the run, if one did)."""
 
-    def __new__(cls, run: RunFolder, every: int, done: int, total: int, on_step):
+    def __new__(cls, run: RunFolder, cfg: RLConfig, done: int, total: int, on_step,
+                on_note: Callable[[str], None], dataset):
         from transformers import TrainerCallback
 
+        every, stop_when = cfg.save_every, parse_stop_when(cfg.stop_when, cfg.algo)
+        # rloo/grpo's reward function reports the monitors of the answers it scores; DPO samples none
+        probe = (PolicyProbe(dataset["prompt"], cfg.max_new_tokens, boilerplate_phrases(cfg.boilerplate))
+                 if cfg.algo == "dpo" else None)
+
         class Callback(TrainerCallback):
+            stopped = None
+
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step = done + state.global_step
                 if model is not None and step % every == 0 and state.is_world_process_zero:
                     run.save_checkpoint(model, step)
 
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if on_step is None or not logs or "loss" not in logs:
+            def on_log(self, args, state, control, logs=None, model=None, processing_class=None, **kwargs):
+                if not logs or "loss" not in logs:
                     return
                 entry = {"step": done + state.global_step, "total_steps": total, "loss": logs["loss"]}
                 if "reward" in logs:
                     entry.update(reward=logs["reward"], kl=logs.get("kl", 0.0),
                                  response_length=logs.get("completions/mean_length", 0.0))
-                on_step(entry)
+                entry.update({k: logs[k] for k in MONITORS if logs.get(k) is not None})
+                if probe is not None:
+                    entry.update(probe.monitors(model, processing_class))
+                if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                    # the line TRL just logged, which _write_log turns into log.jsonl
+                    state.log_history[-1].update({k: entry[k] for k in ("response_length", *MONITORS) if k in entry})
+                # the entry is the whole step's (TRL averages over processes): all of them stop together
+                self.stopped = first_stop(stop_when, entry)
+                if self.stopped:
+                    control.should_training_stop = True
+                    on_note(stop_note(self.stopped))
+                if on_step is not None:
+                    on_step(entry)
 
         return Callback()

@@ -47,23 +47,25 @@ def cai_examples(record: dict, all_rounds: bool, dropped: Counter | None = None)
     """prompt → final revision (or → each round's revision) of one CAI record. With ``dropped``
     given, rounds with a quality flag (``sl.quality``) are left out and counted there by flag."""
     history = record.get("history")
-    revisions = [h["revision"] for h in history if isinstance(h, dict) and isinstance(h.get("revision"), str)] \
+    rounds = [h for h in history if isinstance(h, dict) and isinstance(h.get("revision"), str)] \
         if isinstance(history, list) else []
-    if not revisions:
+    if not rounds:
         raise RecordError("no revision to train on (run 'cai critique | cai revise' first, or "
                           "pass conversations with --mix)", where=where(record))
     prompt = prompt_messages(record)
-    targets = revisions if all_rounds else [record.get("response", revisions[-1])]
-    if dropped is not None:
-        quality = history_quality(record)   # one entry per revision, in order
-        chosen = quality if all_rounds else quality[-1:]
-        for q in chosen:
-            if not q["usable"]:
-                dropped["rounds"] += 1
-                dropped.update(set(q["critique"]) | set(q["revision"]))
-        targets = [t for t, q in zip(targets, chosen) if q["usable"]]
-    return [Example(prompt + [{"role": "assistant", "content": t}], where(record))
-            for t in targets if isinstance(t, str) and t.strip()]
+    quality = history_quality(record) if dropped is not None else [None] * len(rounds)  # one per round
+    # a revision --keep-better's judge rejected never became the answer: nothing to learn from it
+    kept = [(h["revision"], q) for h, q in zip(rounds, quality) if h.get("kept") is not False]
+    targets = kept if all_rounds else \
+        [(record.get("response", rounds[-1]["revision"]), kept[-1][1] if kept else None)]
+    examples = []
+    for text, q in targets:
+        if q is not None and not q["usable"]:
+            dropped["rounds"] += 1
+            dropped.update(set(q["critique"]) | set(q["revision"]))
+        elif isinstance(text, str) and text.strip():
+            examples.append(Example(prompt + [{"role": "assistant", "content": text}], where(record)))
+    return examples
 
 
 def mix_examples(record: dict) -> list[Example]:
