@@ -28,6 +28,9 @@ EVAL_N    ?= 0      # held-out prompts per eval set (0: all, 26 red-team + 20 he
 JUDGE_CHECK_N ?= 0  # labelled pairs eval checks the judge on first (0: the whole test split, 92)
 GPU_LAYERS ?=       # llama.cpp layers on the GPU (e.g. 99) when llama-cpp-python has CUDA
 CONSTITUTION ?= constitutions/harmless.yaml
+# Where the demo's prompts come from: data (the train split of data/redteam.jsonl) or redteam
+# (PAIRS_N written by `cai redteam` from that split's prompts; no held-out prompt comes back)
+PROMPTS_FROM ?= data
 # torch for training, installed before the project so pip does not pick a multi-GB CUDA
 # build: 2.13.0 is a CPU build on these machines. On a GPU box: make install TORCH=torch
 TORCH  ?= torch==2.13.0
@@ -78,9 +81,14 @@ demo: $(DEMO)/eval/report.md
 	@$(CAI) view -q $(DEMO)/eval/answers.jsonl -o $(DEMO)/eval/view-answers.html --title "Eval answers side by side"
 	@$(PY) scripts/demo_summary.py $(DEMO)
 
-$(PROMPTS): data/redteam.jsonl | install
+$(PROMPTS): data/redteam.jsonl | install $(if $(filter redteam,$(PROMPTS_FROM)),model)
 	@mkdir -p $(DEMO)
+ifeq ($(PROMPTS_FROM),redteam)
+	@echo "== prompts: $(PAIRS_N) model-written red-team prompts (cai redteam, train split as examples)"
+	$(CAI) redteam data/redteam.jsonl -n $(PAIRS_N) -m $(MODEL) $(GPU) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
+else
 	grep -m $(PAIRS_N) '"split": "train"' data/redteam.jsonl > $@.tmp && mv $@.tmp $@
+endif
 
 # SL-CAI data: N prompts, ROUNDS critique/revision rounds
 $(DEMO)/sl.jsonl: $(PROMPTS) | model

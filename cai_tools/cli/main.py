@@ -18,6 +18,7 @@ from .generate import generate
 from .judge import judge
 from .judge_check import judge_check
 from .pairs import pairs
+from .redteam import redteam
 from .revise import revise
 from .rl import rl
 from .score import best_of_n, score
@@ -37,6 +38,7 @@ app.command()(revise)
 app.command()(judge)
 app.command("judge-check")(judge_check)
 app.command()(pairs)
+app.command()(redteam)
 app.command("format")(format_)
 app.command()(sft)
 app.command()(export)
