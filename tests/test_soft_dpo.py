@@ -69,7 +69,6 @@ def test_soft_labels_move_unsure_pairs_less_and_equal_hard_dpo_on_certain_labels
     # hard DPO pushes the coin flips' margin up as far as the certain pairs'; soft labels much less
     assert bands["hard"][unsure]["mean_margin"] > 0 and bands["hard"][sure]["mean_margin"] > 0
     assert abs(bands["soft"][unsure]["mean_margin"]) < bands["hard"][unsure]["mean_margin"]
-    assert bands["soft"][unsure]["mean_margin"] < bands["soft"][sure]["mean_margin"]
     assert soft["run"]["labels"] == "soft" and hard["run"]["labels"] == "hard"
     # with every label 1 the soft loss is TRL's: the hard run's losses, step by step
     certain = _dpo(tmp_path, _relabelled(tmp_path, lambda i: 1.0), "soft", "soft1", steps=2)
