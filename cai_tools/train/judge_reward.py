@@ -54,7 +54,9 @@ class JudgeReward:
         self.engine.close()
 
     def __call__(self, prompts, completions, reference=None, **_) -> list[float]:
-        answers = [_text(c) for c in completions]
+        from .monitors import completion_text
+
+        answers = [completion_text(c) for c in completions]
         if self.against == "reference":
             wanted = [(prompts[i], answers[i], reference[i]) for i in range(len(answers))]
             return self._prefer(wanted)
@@ -115,10 +117,6 @@ def prompts_with_references(paths: list[str]) -> list[dict]:
             raise InputError("no prompts in this file (is it empty?)", where=path)
         rows += found
     return rows
-
-
-def _text(completion) -> str:
-    return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
 def _messages(prompt) -> list[dict]:

@@ -110,6 +110,11 @@ def text_monitors(texts: Sequence[str], boilerplate: Iterable[str] = BOILERPLATE
     return monitor_means(monitor_sums(texts, boilerplate))
 
 
+def completion_text(completion) -> str:
+    """The answer text of a TRL completion: a string, or a conversational list of messages."""
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
 def monitored(reward_fn: Callable, boilerplate: Iterable[str] = BOILERPLATE) -> Callable:
     """A TRL reward function that also reports each completion's monitors through TRL's
     ``log_metric``, which averages them over the step's completions in every process: they
@@ -120,7 +125,7 @@ def monitored(reward_fn: Callable, boilerplate: Iterable[str] = BOILERPLATE) -> 
         if log_metric is None:
             return
         for completion in completions:
-            text = completion if isinstance(completion, str) else completion[-1]["content"]
+            text = completion_text(completion)
             for name, value in _answer_values(text, keys).items():
                 log_metric(name, value)
 
