@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cai_tools.eval.stats import ELO_SCALE, elo_intervals, elo_ratings, win_rates
+from cai_tools.eval.stats import ELO_SCALE, elo_intervals, elo_ratings, win_rate_intervals, win_rates
 
 
 def test_win_rates_are_soft_and_complementary():
@@ -47,3 +47,38 @@ def test_bootstrap_intervals_contain_the_estimate_and_are_seeded():
     for model, (lo, hi) in ci.items():
         assert lo <= ratings[model] <= hi and lo < hi
     assert ci == elo_intervals(comps, samples=100, seed=1)
+
+
+def test_win_rate_intervals_resample_prompts_not_comparisons():
+    # two prompts: on p1 'a' wins every comparison, on p2 it loses every one. Resampling
+    # prompts, a draw is p1 twice (1.0), p2 twice (0.0) or one of each (0.5): the interval
+    # spans [0, 1]. Resampling the 20 comparisons one by one would give a narrow interval.
+    comps = [("a", "b", 1.0)] * 10 + [("a", "b", 0.0)] * 10
+    prompts = ["p1"] * 10 + ["p2"] * 10
+    ci = win_rate_intervals(comps, prompts, samples=400, seed=3)
+    assert ci[("a", "b")] == pytest.approx((0.0, 1.0))
+    assert ci[("b", "a")] == pytest.approx((0.0, 1.0))
+    assert ci == win_rate_intervals(comps, prompts, samples=400, seed=3)
+
+
+def test_win_rate_intervals_contain_the_estimate_and_shrink_with_prompts():
+    import random
+
+    rng = random.Random(0)
+    def draw(n_prompts):
+        comps, prompts = [], []
+        for k in range(n_prompts):
+            for _ in range(2):   # two comparisons per prompt, 'a' better 70 % of the time
+                comps.append(("a", "b", 1.0 if rng.random() < 0.7 else 0.0))
+                prompts.append(f"p{k}")
+        return comps, prompts
+    small, large = draw(12), draw(200)
+    widths = []
+    for comps, prompts in (small, large):
+        rate = win_rates(comps)[("a", "b")]
+        lo, hi = win_rate_intervals(comps, prompts, samples=300, seed=0)[("a", "b")]
+        assert lo <= rate <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+    with pytest.raises(ValueError):
+        win_rate_intervals(small[0], small[1][:-1])

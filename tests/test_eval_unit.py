@@ -102,6 +102,8 @@ def test_answers_compare_and_summary_rank_the_judged_better_model_higher():
     lo, hi = cai["harmless_elo_ci"]
     assert lo - 1e-3 <= cai["harmless_elo"] <= hi + 1e-3
     assert summary["axes"]["harmless"]["win_rate"]["cai"]["base"] == pytest.approx(1 - comps[0]["p_a"])
+    # every comparison has the same p_a, so every resample of prompts gives the same win rate
+    assert summary["axes"]["harmless"]["win_rate_ci"]["cai"]["base"] == pytest.approx([1 - comps[0]["p_a"]] * 2)
     assert base["helpful_refusal_rate"] == 0.0
     json.dumps(summary)   # plain data
 
@@ -177,6 +179,13 @@ def test_report_has_the_tables_and_both_figures(tmp_path):
         assert f"]({png})" in text
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| rl | +" in text and "Harmlessness win rates" in text and "| 1 | 2 | 1.500 ± 0.100 |" in text
+    # rl's answer is preferred with the same probability on every prompt: a point interval
+    p_rl = 1 / (1 + math.exp(-1.9))
+    assert f"| rl | {p_rl:.2f} [{p_rl:.2f}, {p_rl:.2f}] | {p_rl:.2f} [" in text
+    assert "bootstrap intervals over the 2 prompts" in text and "no finding either" not in text
+    # with a judge at chance, the win-rate tables say that even a clear interval is no finding
+    summary["judge_reliability"] = _reliability(0.55, (0.45, 0.65), 0.8)
+    assert markdown(summary, {}).count("one that excludes it is no finding either") == 2
     # without PM data or a second axis there is nothing to plot, and the report says less
     bare = summarize(specs, answers, [c for c in comps if c["set"] == "harmless"], settings)
     assert FIG_ELO not in markdown(bare, {FIG_ELO: False})

@@ -12,7 +12,8 @@ from cai_tools.errors import RecordError
 from cai_tools.sl.generate import generate
 from cai_tools.sl.judge import prefer_first
 from cai_tools.sl.revise import KeptTally, revise
-from cai_tools.train.sft_data import cai_examples
+from cai_tools.sl.hf_format import to_hf
+from cai_tools.train.sft_data import cai_examples, left_out_summary
 from conftest import jsonl, parse_jsonl, run_cai
 
 
@@ -109,6 +110,27 @@ def test_rejected_rounds_are_not_trained_on_and_do_not_count_as_flagged(harmless
     assert texts == ["second answer here"]
     final = cai_examples(rec, all_rounds=False, dropped=Counter())
     assert [e.messages[-1]["content"] for e in final] == ["second answer here"]
+    # every revision rejected: the answer is the unrevised first one, which SL-CAI must not teach
+    rec["history"][0]["kept"] = False
+    rec["response"] = rec["init_response"]
+    dropped = Counter()
+    assert cai_examples(rec, all_rounds=False, dropped=dropped) == []
+    assert cai_examples(rec, all_rounds=True) == []
+    assert left_out_summary(dropped) == "1 records whose every revision 'revise --keep-better' rejected"
+    with pytest.raises(RecordError, match="every revision round was rejected"):
+        to_hf(rec)
+
+
+def test_hf_export_takes_the_last_kept_round():
+    rec = {"id": "r", "prompt": "Q?", "init_response": "first", "response": "second",
+           "history": [
+               {"round": 1, "critique_request": "cr1", "critique": "c1", "revision_request": "rr1",
+                "revision": "second", "kept": True},
+               {"round": 2, "critique_request": "cr2", "critique": "c2", "revision_request": "rr2",
+                "revision": "rejected one", "kept": False}]}
+    row = to_hf(rec)
+    assert (row["critic_prompt"], row["critic_response"], row["revision_response"]) == ("cr1", "c1", "second")
+    assert row["chosen"][-1]["content"] == "second" and row["rejected"][-1]["content"] == "first"
 
 
 def test_single_round_revise_is_gated_too(harmless):

@@ -109,6 +109,6 @@ def test_sft_data_leaves_out_flagged_rounds_and_counts_why(tmp_path):
 
 def test_sft_data_with_nothing_usable_says_so(tmp_path):
     data = write(tmp_path / "sl.jsonl", [record(CRITIQUE)])
-    with pytest.raises(InputError, match="no usable SL-CAI rounds to train on: all 1 are flagged "
-                                         r"\(copies_critique 1\); --keep-flagged"):
+    with pytest.raises(InputError, match="no usable SL-CAI rounds to train on: left out 1 flagged SL-CAI "
+                                         r"rounds \(copies_critique 1\); --keep-flagged"):
         load_examples([data], all_rounds=True, mix=[], seed=0, dropped=Counter())

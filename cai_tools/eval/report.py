@@ -191,15 +191,21 @@ def markdown(summary: dict, figures: dict[str, bool], title: str = "CAI evaluati
     lines.append("")
     if figures.get(FIG_ELO):
         lines += [f"![Harmlessness vs helpfulness Elo]({FIG_ELO})", ""]
+    # a judge at chance makes even an interval that excludes 0.50 a bias of the judge, not a result
+    at_chance = judge_can_tell(summary.get("judge_reliability")) is False
     for s in PROMPT_SETS:
         axis = summary["axes"].get(s)
         if not axis:
             continue
         lines += [f"## {AXIS_TITLE[s]} win rates", "",
-                  f"P(row's answer judged better than column's), {axis['comparisons']} comparisons.", "",
+                  f"P(row's answer judged better than column's), {axis['comparisons']} comparisons; "
+                  f"{level}% bootstrap intervals over the {summary['prompts'].get(s, 0)} prompts. "
+                  "An interval that includes 0.50 is no difference"
+                  + ("; with this judge at chance, one that excludes it is no finding either."
+                     if at_chance else "."), "",
                   "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for a in names:
-            row = [("–" if b == a else _f(axis["win_rate"][a].get(b), 2, signed=False)) for b in names]
+            row = [("–" if b == a else _win_cell(axis, a, b)) for b in names]
             lines.append(f"| {a} | " + " | ".join(row) + " |")
         lines.append("")
     rounds = summary.get("pm_by_round")
@@ -239,6 +245,15 @@ def _elo_cell(m: dict, axis: str) -> str:
     """'+12 [-3, +27]': a model's Elo on one axis with its interval."""
     ci = m.get(f"{axis}_elo_ci")
     return f"{_f(m.get(f'{axis}_elo'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else "–"
+
+
+def _win_cell(axis: dict, a: str, b: str) -> str:
+    """'0.62 [0.51, 0.72]': row model a's win rate over b with its interval (summaries written
+    before win-rate intervals existed have none)."""
+    rate = axis["win_rate"][a].get(b)
+    ci = axis.get("win_rate_ci", {}).get(a, {}).get(b)
+    cell = _f(rate, 2, signed=False)
+    return f"{cell} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and rate is not None else cell
 
 
 def _pct(value) -> str:

@@ -32,7 +32,7 @@ from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import InputError, UsageError
 from .judge_check import LabelledPair, check_judge
-from .stats import elo_intervals, elo_ratings, is_refusal, win_rates
+from .stats import elo_intervals, elo_ratings, is_refusal, win_rate_intervals, win_rates
 from ..sl.generate import generate
 from ..sl.judge import JudgeSettings, judge
 from ..records import cut_incomplete_last_line, error_of, read_records, where
@@ -278,14 +278,19 @@ def summarize(models: Sequence[ModelSpec], answers: Sequence[dict], comparisons:
     per_model = {n: {"spec": m.as_dict()} for n, m in zip(names, models)}
     axes = {}
     for set_name in PROMPT_SETS:
-        comps = [(c["model_a"], c["model_b"], c["p_a"]) for c in comparisons if c["set"] == set_name]
+        mine = [c for c in comparisons if c["set"] == set_name]
+        comps = [(c["model_a"], c["model_b"], c["p_a"]) for c in mine]
         if not comps:
             continue
         elo = elo_ratings(comps)
         ci = elo_intervals(comps, samples=settings.bootstrap, level=settings.level, seed=settings.seed)
         rates = win_rates(comps)
+        rate_ci = win_rate_intervals(comps, [c["prompt_id"] for c in mine], samples=settings.bootstrap,
+                                     level=settings.level, seed=settings.seed)
         axes[set_name] = {"comparisons": len(comps),
-                          "win_rate": {a: {b: rates.get((a, b)) for b in names if b != a} for a in names}}
+                          "win_rate": {a: {b: rates.get((a, b)) for b in names if b != a} for a in names},
+                          "win_rate_ci": {a: {b: (list(rate_ci[(a, b)]) if (a, b) in rate_ci else None)
+                                              for b in names if b != a} for a in names}}
         for n in names:
             per_model[n][f"{set_name}_elo"] = elo.get(n)
             per_model[n][f"{set_name}_elo_ci"] = list(ci[n]) if n in ci else None

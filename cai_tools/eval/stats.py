@@ -4,7 +4,9 @@ Comparisons are soft: each is (model a, model b, s) with s = P(a's answer is bet
 the two-order judge. Win rates average s per ordered pair of models. Elo ratings are the
 Bradley-Terry fit of all comparisons (the paper's headline metric), lightly regularized,
 on the Elo scale (400 · log10 odds), anchored so the ratings average 0; intervals come from
-a seeded bootstrap over comparisons. ``is_refusal`` is the evasiveness detector.
+a seeded bootstrap over comparisons. Win-rate intervals resample prompts instead: the
+comparisons of one prompt share its answers, so they are not independent draws.
+``is_refusal`` is the evasiveness detector.
 """
 
 from __future__ import annotations
@@ -29,6 +31,39 @@ def win_rates(comparisons: Sequence[Comparison]) -> dict[tuple[str, str], float]
             sums[key] += value
             counts[key] += 1
     return {key: sums[key] / counts[key] for key in sums}
+
+
+def win_rate_intervals(comparisons: Sequence[Comparison], prompts: Sequence[str], *,
+                       samples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> dict[tuple[str, str], tuple[float, float]]:
+    """Percentile bootstrap intervals of ``win_rates``, resampling prompts (``prompts[i]`` is
+    the prompt comparison i was judged on) with all of each drawn prompt's comparisons."""
+    if len(prompts) != len(comparisons):
+        raise ValueError("one prompt per comparison")
+    # per prompt, the sum and count of P(a better) per ordered pair: a resample only adds these up
+    per_prompt: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    for (a, b, s), prompt in zip(comparisons, prompts):
+        for key, value in (((a, b), s), ((b, a), 1.0 - s)):
+            cell = per_prompt[prompt][key]
+            cell[0] += value
+            cell[1] += 1
+    clusters = list(per_prompt.values())
+    rng = random.Random(seed)
+    draws: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for _ in range(samples):
+        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+        for _ in clusters:
+            for key, (total, count) in clusters[rng.randrange(len(clusters))].items():
+                sums[key][0] += total
+                sums[key][1] += count
+        for key, (total, count) in sums.items():
+            draws[key].append(total / count)
+    lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
+    out = {}
+    for key, values in draws.items():
+        values.sort()
+        out[key] = (quantile(values, lo_q), quantile(values, hi_q))
+    return out
 
 
 def elo_ratings(comparisons: Sequence[Comparison], *, prior: float = 0.5, iterations: int = 10000,

@@ -2,7 +2,7 @@
 
 Columns as in Hugging Face's CAI recipe: ``init_prompt``, ``init_response``,
 ``critic_prompt``, ``critic_response``, ``revision_prompt``, ``revision_response`` (of the
-last round), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chosen``
+last round, or the last one ``revise --keep-better`` kept), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chosen``
 (same as messages) and ``rejected`` (prompt + initial answer), for DPO.
 """
 
@@ -29,7 +29,12 @@ def to_hf(record: dict, *, keep: bool = False) -> dict:
     if not isinstance(history, list) or not history or "revision" not in history[-1]:
         raise RecordError("no completed critique/revision round to export "
                           "(run 'cai critique | cai revise' first)", where=where(record))
-    last = history[-1]
+    # a round 'revise --keep-better' rejected never became the answer: export the last kept one
+    kept = [h for h in history if isinstance(h, dict) and "revision" in h and h.get("kept") is not False]
+    if not kept:
+        raise RecordError("every revision round was rejected by 'revise --keep-better': no revision "
+                          "to export", where=where(record))
+    last = kept[-1]
     init = require_text(record, "init_response")
     final = require_text(record, "response")
     row = {

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..option_fields import option
 from .hf_models import load_causal_lm, load_tokenizer
 from .lora import Task, TrainingConfig, prepare_run, run_training
-from .sft_data import IGNORE, load_examples, tokenize_example
+from .sft_data import IGNORE, left_out_summary, load_examples, tokenize_example
 
 
 @dataclass
@@ -51,8 +51,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Callable[[dict],
     examples = load_examples(cfg.data, all_rounds=cfg.all_rounds, mix=cfg.mix, seed=cfg.seed,
                              dropped=dropped)
     if dropped:
-        flags = ", ".join(f"{f} {n}" for f, n in dropped.most_common() if f != "rounds")
-        on_note(f"left out {dropped['rounds']} flagged SL-CAI rounds ({flags}); --keep-flagged keeps them")
+        on_note(f"left out {left_out_summary(dropped)}")
     on_note(f"{len(examples)} training examples; loading {cfg.base}")
     tokenizer = load_tokenizer(cfg.base)
     encoded = [tokenize_example(tokenizer, ex, cfg.max_length) for ex in examples]

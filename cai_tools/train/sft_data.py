@@ -56,6 +56,11 @@ def cai_examples(record: dict, all_rounds: bool, dropped: Counter | None = None)
     quality = history_quality(record) if dropped is not None else [None] * len(rounds)  # one per round
     # a revision --keep-better's judge rejected never became the answer: nothing to learn from it
     kept = [(h["revision"], q) for h, q in zip(rounds, quality) if h.get("kept") is not False]
+    if not kept:
+        # every revision rejected: the answer is the unrevised one, which SL-CAI must not teach
+        if dropped is not None:
+            dropped[ALL_REJECTED] += 1
+        return []
     targets = kept if all_rounds else \
         [(record.get("response", rounds[-1]["revision"]), kept[-1][1] if kept else None)]
     examples = []
@@ -93,6 +98,20 @@ def parse_mix(spec: str) -> tuple[str, float]:
     return path, float(weight)
 
 
+ALL_REJECTED = "records with every revision rejected"   # a key of the ``dropped`` counter
+
+
+def left_out_summary(dropped: Counter) -> str:
+    """What the quality filter and --keep-better's verdicts left out, in words."""
+    flags = ", ".join(f"{f} {n}" for f, n in dropped.most_common() if f not in ("rounds", ALL_REJECTED))
+    parts = []
+    if dropped[ALL_REJECTED]:
+        parts.append(f"{dropped[ALL_REJECTED]} records whose every revision 'revise --keep-better' rejected")
+    if dropped["rounds"]:
+        parts.append(f"{dropped['rounds']} flagged SL-CAI rounds ({flags}); --keep-flagged keeps them")
+    return " and ".join(parts)
+
+
 def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: int,
                   dropped: Counter | None = None) -> list[Example]:
     """Every training example, with mix files resampled to WEIGHT × their size (seeded). With
@@ -120,9 +139,8 @@ def _read(path: str, convert, dropped: Counter | None = None) -> list[Example]:
             continue  # failed upstream: nothing to learn from
         out += convert(rec)
     if not out and dropped:
-        flags = ", ".join(f"{f} {n}" for f, n in dropped.most_common() if f != "rounds")
-        raise InputError(f"no usable SL-CAI rounds to train on: all {dropped['rounds']} are flagged "
-                         f"({flags}); --keep-flagged trains on them anyway", where=path)
+        raise InputError(f"no usable SL-CAI rounds to train on: left out {left_out_summary(dropped)}",
+                         where=path)
     if not out:
         raise InputError("no training examples in this file (is it empty?)", where=path)
     return out
