@@ -73,3 +73,16 @@ def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
         for tag in acc.Tags()["scalars"]:
             scalars.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
     return scalars
+
+
+MONITOR_KEYS = ("response_length", "response_words", "repeated_ngram_share", "refusal_rate", "boilerplate_share")
+
+
+def check_monitors(entry: dict) -> None:
+    """One 'cai rl' log line carries every reward-hacking monitor, each finite, shares in [0, 1]."""
+    import math
+
+    for key in MONITOR_KEYS:
+        assert math.isfinite(entry[key]), key
+    for key in ("repeated_ngram_share", "refusal_rate", "boilerplate_share"):
+        assert 0 <= entry[key] <= 1, key

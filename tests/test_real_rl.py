@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import jsonl, parse_jsonl, run_cai, tensorboard_scalars
+from conftest import check_monitors, jsonl, parse_jsonl, run_cai, tensorboard_scalars
 
 pytestmark = pytest.mark.model
 
@@ -122,6 +122,14 @@ def test_trl_algorithms_run_a_couple_of_steps(runs, tmp_path, algo):
         assert all(math.isfinite(e["reward"]) for e in log)
     assert json.loads((out / "cai_run.json").read_text())["algo"] == algo
     assert result.stdout == b""  # TRL's log printing is off: stdout stays clean
+    # the reward-hacking monitors, per step, in the log and on the dashboard
+    for entry in log:
+        check_monitors(entry)
+    if algo == "dpo":   # DPO's come from greedy answers to its first prompts: 12 tokens at most
+        assert all(0 < e["response_length"] <= 12 for e in log)
+    board = tensorboard_scalars(out)
+    assert board["rl/repeated_ngram_share"] == pytest.approx({e["step"]: e["repeated_ngram_share"] for e in log})
+    assert json.loads((out / "cai_run.json").read_text())["stopped_by"] is None
 
 
 def test_rl_bad_input_is_one_line(runs, tmp_path):
