@@ -2,8 +2,9 @@
 
 Columns as in Hugging Face's CAI recipe: ``init_prompt``, ``init_response``,
 ``critic_prompt``, ``critic_response``, ``revision_prompt``, ``revision_response`` (of the
-last round, or the last one ``revise --keep-better`` kept), ``prompt``, ``messages`` (prompt + final revision, for SFT), ``chosen``
-(same as messages) and ``rejected`` (prompt + initial answer), for DPO.
+last round, or of the last one ``revise --keep-better`` kept), ``prompt``, ``messages``
+(prompt + final revision, for SFT), ``chosen`` (same as messages) and ``rejected`` (prompt +
+initial answer), for DPO.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def cai_examples(record: dict, all_rounds: bool, dropped: Counter | None = None)
             dropped[ALL_REJECTED] += 1
         return []
     targets = kept if all_rounds else \
-        [(record.get("response", rounds[-1]["revision"]), kept[-1][1] if kept else None)]
+        [(record.get("response", rounds[-1]["revision"]), kept[-1][1])]
     examples = []
     for text, q in targets:
         if q is not None and not q["usable"]:
