@@ -30,7 +30,7 @@ from ..records import read_records, record_seed, where
 from ..constitution import Constitution
 from ..engines.base import Engine
 from ..sl.judge import JudgeSettings, judge, judged_orders, order_probs, orders_agree
-from .stats import quantile
+from .stats import percentile_interval
 
 LEVEL = 0.95
 # Verdict thresholds on the accuracy interval and on order consistency.
@@ -181,9 +181,7 @@ def bootstrap_interval(outcomes: Sequence[Outcome], metric, *, samples: int, see
             values.append(value)
     if not values:
         return None
-    values.sort()
-    lo, hi = quantile(values, (1.0 - level) / 2.0), quantile(values, (1.0 + level) / 2.0)
-    return lo, hi
+    return percentile_interval(values, level)
 
 
 def verdict(group: dict) -> str:

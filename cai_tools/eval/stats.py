@@ -58,12 +58,7 @@ def win_rate_intervals(comparisons: Sequence[Comparison], prompts: Sequence[str]
                 sums[key][1] += count
         for key, (total, count) in sums.items():
             draws[key].append(total / count)
-    lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
-    out = {}
-    for key, values in draws.items():
-        values.sort()
-        out[key] = (quantile(values, lo_q), quantile(values, hi_q))
-    return out
+    return {key: percentile_interval(values, level) for key, values in draws.items()}
 
 
 def elo_ratings(comparisons: Sequence[Comparison], *, prior: float = 0.5, iterations: int = 10000,
@@ -108,12 +103,13 @@ def elo_intervals(comparisons: Sequence[Comparison], *, samples: int = 200, leve
         resampled = [comparisons[rng.randrange(len(comparisons))] for _ in comparisons]
         for model, rating in elo_ratings(resampled, tol=1e-8).items():
             draws[model].append(rating)
-    lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
-    out = {}
-    for model, values in draws.items():
-        values.sort()
-        out[model] = (quantile(values, lo_q), quantile(values, hi_q))
-    return out
+    return {model: percentile_interval(values, level) for model, values in draws.items()}
+
+
+def percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap draws (sorts ``values`` in place)."""
+    values.sort()
+    return quantile(values, (1.0 - level) / 2.0), quantile(values, (1.0 + level) / 2.0)
 
 
 def quantile(sorted_values: list[float], q: float) -> float:

@@ -44,12 +44,7 @@ def soft_dpo_trainer_class():
 
         def _compute_loss(self, model, inputs, return_outputs):
             labels = inputs["preference_label"].to(self.accelerator.device, torch.float32)
-            ids, attention, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
-            logps = _sequence_logps(model, ids, attention, completion)
-            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
-                ref_logps = _sequence_logps(model, ids, attention, completion)
-            chosen, rejected = (logps - ref_logps).chunk(2, dim=0)   # the batch is [chosen..., rejected...]
-            margins = chosen - rejected
+            margins = _log_ratio_margins(model, self.accelerator.unwrap_model(self.model), inputs)
             loss = soft_dpo_loss(margins, labels, self.beta).mean()
             self._log_margins(margins.detach(), labels)
             return (loss, None) if return_outputs else loss
@@ -62,6 +57,22 @@ def soft_dpo_trainer_class():
             self._metrics[mode]["labels/mean"].append(self.accelerator.gather(labels).mean().item())
 
     return SoftLabelDPOTrainer
+
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")   # of TRL's preference collator
+
+
+def _log_ratio_margins(model, peft_model, batch):
+    """Δ per pair of a collated batch ([chosen..., rejected...]): the policy's log-ratio against the
+    reference (``peft_model`` with its adapter disabled), chosen minus rejected."""
+    import torch
+
+    ids, attention, completion = (batch[k] for k in _MODEL_INPUTS)
+    logps = _sequence_logps(model, ids, attention, completion)
+    with torch.no_grad(), peft_model.disable_adapter():
+        ref = _sequence_logps(model, ids, attention, completion)
+    chosen, rejected = (logps - ref).chunk(2, dim=0)
+    return chosen - rejected
 
 
 def _sequence_logps(model, ids, attention, completion):
@@ -107,13 +118,8 @@ def margins_by_label(trainer, max_pairs: int = 256, batch_size: int = 8) -> list
         for start in range(0, min(len(dataset), max_pairs), batch_size):
             rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset), max_pairs))]
             batch = trainer.data_collator(rows)
-            ids, attention, completion = (batch[k].to(device) for k in ("input_ids", "attention_mask",
-                                                                        "completion_mask"))
-            logps = _sequence_logps(model, ids, attention, completion)
-            with model.disable_adapter():
-                ref = _sequence_logps(model, ids, attention, completion)
-            chosen, rejected = (logps - ref).chunk(2, dim=0)
-            pairs += [(float(r[LABEL_COLUMN]), trainer.beta * float(m)) for r, m in zip(rows, chosen - rejected)]
+            margins = _log_ratio_margins(model, model, {k: batch[k].to(device) for k in _MODEL_INPUTS})
+            pairs += [(float(r[LABEL_COLUMN]), trainer.beta * float(m)) for r, m in zip(rows, margins)]
     model.train(was_training)
     bands = []
     for low, high in LABEL_BANDS:
