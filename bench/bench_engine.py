@@ -141,7 +141,7 @@ def throughput() -> dict:
     engine.generate(chats, params)
     decode_tps = engine.decoder.stats["generated_tokens"] / (time.perf_counter() - start)
     long_text = " ".join(f"Sentence number {i} says something about apples." for i in range(120))
-    toks = engine.render([{"role": "user", "content": long_text}])[0]
+    toks = engine.tokenize_prompt(engine.render([{"role": "user", "content": long_text}])[0])
     engine.decoder.prefix = []
     engine.decoder.L.llama_memory_clear(engine.decoder.mem, True)
     start = time.perf_counter()

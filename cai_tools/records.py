@@ -148,6 +148,20 @@ def add_provenance(record: dict, step: str, info: dict) -> None:
     record[CAI_KEY] = meta
 
 
+def keep_reasoning(record: dict, label: str, generations: list) -> None:
+    """Keep a reasoning model's reasoning (taken out of its answers) under
+    ``record['_cai']['reasoning'][label]``: a string, or a list for several samples."""
+    found = [getattr(g, "reasoning", None) for g in generations]
+    if not any(found):
+        return
+    meta = record.get(CAI_KEY)
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    kept = dict(meta.get("reasoning") or {})
+    kept[label] = found[0] if len(found) == 1 else found
+    meta["reasoning"] = kept
+    record[CAI_KEY] = meta
+
+
 def error_of(record: dict) -> dict | None:
     """The error a previous step attached under --on-error skip, if any."""
     meta = record.get(CAI_KEY)

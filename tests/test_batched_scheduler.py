@@ -134,7 +134,7 @@ class FakeLlama:
 def make_decoder(n_parallel=3, n_batch=16, ctx=64, reuse_kv=True, lib=None):
     lib = lib or FakeLlama()
     model = SimpleNamespace(L=lib, model=object(), n_vocab=VOCAB, is_eog=lambda t: t == EOG,
-                            piece=lambda t: f"<{t}>".encode())
+                            piece=lambda t, special=False: f"<{t}>".encode())
     return BatchedDecoder(model, EngineOptions(ctx=ctx, parallel=n_parallel), n_batch=n_batch,
                           reuse_kv=reuse_kv), lib
 

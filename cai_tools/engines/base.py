@@ -64,6 +64,10 @@ class EngineOptions:
         None, "Chat format for a GGUF without a chat template: a llama-cpp-python name "
               "(chatml, llama-2, ...), human-assistant (the paper's plain dialogue, for base models) or a "
               "Jinja template file.")
+    reasoning: str = option(
+        "auto", "Reasoning models: auto (found from the template; thinking off), on (think first; the "
+                "reasoning is kept in provenance, not in the answer) or off.")
+    max_thinking_tokens: int = option(512, "With --reasoning on: most tokens of reasoning before the answer.")
 
     def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":
         return dataclasses.replace(self, model=model, lora=lora)
@@ -71,13 +75,15 @@ class EngineOptions:
 
 @dataclass
 class Generation:
-    """One completion: its text, the prompt and completion token counts, and why it stopped
-    ("stop", "length" at ``max_tokens``, or what a server reports)."""
+    """One completion: its text, the prompt and completion token counts, why it stopped
+    ("stop", "length" at ``max_tokens``, or what a server reports) and a reasoning model's
+    reasoning, taken out of the text."""
 
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    reasoning: str | None = None
 
 
 @dataclass

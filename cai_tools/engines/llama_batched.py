@@ -66,9 +66,10 @@ class BatchedDecoder:
 
     def __init__(self, model: NativeModel, options: EngineOptions, *, n_batch: int = 512,
                  on_gpu: bool = False, reuse_kv: bool = True, cache_key: str = "",
-                 lora: tuple[object, float] | None = None):
+                 lora: tuple[object, float] | None = None, visible: set[int] = frozenset()):
         """A decoding context for ``model`` with ``options.parallel`` slots of ``options.ctx``
-        tokens each; ``lora`` is a loaded adapter and its scale."""
+        tokens each; ``lora`` is a loaded adapter and its scale; ``visible`` are control tokens
+        written into the text (a reasoning model's markup) where llama.cpp would hide them."""
         L = self.L = model.L
         self.model = model
         n_parallel, n_ctx_per_seq, prefix_cache = options.parallel, options.ctx, options.prefix_cache
@@ -108,6 +109,7 @@ class BatchedDecoder:
                 self.ctx = None
                 raise ModelError("llama.cpp could not apply the LoRA adapter to the context")
         self.n_batch = n_batch
+        self.visible = frozenset(visible)
         self.reuse_kv = reuse_kv  # False: decode every prompt whole (for comparisons)
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
@@ -362,7 +364,7 @@ class BatchedDecoder:
             slot.finish = "stop"
             return True
         slot.out_tokens.append(tok)
-        slot.text += self.model.piece(tok)
+        slot.text += self.model.piece(tok, special=tok in self.visible)
         self.stats["generated_tokens"] += 1
         if stop:
             text = slot.text.decode("utf-8", "ignore")

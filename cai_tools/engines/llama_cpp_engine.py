@@ -1,9 +1,10 @@
 """The llama.cpp engine: local GGUF models through llama-cpp-python's low-level API.
 
-Prompts are rendered with the model's own chat template (from the GGUF metadata); a GGUF
-without one is an error unless ``chat_format`` names a format, because llama-cpp-python
-would otherwise fall back to the llama-2 format silently and produce garbage. Decoding is
-batched with a shared prefix (see ``llama_batched``).
+Prompts are rendered with the model's own chat template (from the GGUF metadata; its family's
+quirks handled by ``models.chat_template``); a GGUF without one is an error unless
+``chat_format`` names a format, because llama-cpp-python would otherwise fall back to the
+llama-2 format silently and produce garbage. Decoding is batched with a shared prefix (see
+``llama_batched``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Sequence
 
 from ..errors import ModelError
 from ..model_files import check_gguf_file, fingerprint
+from ..models.chat_template import ChatTemplate
 from .base import EngineInfo, EngineOptions, ItemError, Message, SamplingParams
 from .llama_batched import BatchedDecoder, common_prefix_len
 from .llama_native import NativeModel
+from .templated import TemplatedEngine
 
 
 def format_human_assistant(messages: list[Message], **_):
@@ -43,16 +46,16 @@ def _named_formatter(name: str):
                      "template file)")
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(TemplatedEngine):
     """The engine for a local GGUF model: chats are rendered with the model's chat template (or
-    ``chat_format``), tokenized and decoded in batches by a ``BatchedDecoder``."""
+    ``chat_format``), quirks and reasoning handled (``TemplatedEngine``), tokenized and decoded in
+    batches by a ``BatchedDecoder``."""
 
     def __init__(self, model_path: str, options: EngineOptions = EngineOptions()):
         """Load ``model_path`` (and ``options.lora``) for batched decoding; ``options.model``
         is not consulted (``open_engine`` resolves it to ``model_path``)."""
         path = check_gguf_file(model_path)
         import llama_cpp
-        from llama_cpp import llama_chat_format as cf
 
         n_gpu_layers, chat_format, lora = options.n_gpu_layers, options.chat_format, options.lora
         if n_gpu_layers is None:
@@ -60,19 +63,20 @@ class LlamaCppEngine:
         self.decoder = None
         self.model = NativeModel(str(path), n_gpu_layers=n_gpu_layers)
         try:
+            self.formatter, self.template = None, None
             template = self.model.metadata.get("tokenizer.chat_template")
             if chat_format and Path(chat_format).is_file():
-                template, chat_format = Path(chat_format).read_text(encoding="utf-8"), None
+                template, chat_format = Path(chat_format).read_text(encoding="utf-8", errors="replace"), None
             if chat_format:
                 self.formatter = _named_formatter(chat_format)
             elif template:
                 m = self.model
-                self.formatter = cf.Jinja2ChatFormatter(
-                    template=template, eos_token=m.token_text(m.eos), bos_token=m.token_text(m.bos),
-                    stop_token_ids=[m.eos])
+                self.template = ChatTemplate(template, bos_token=m.token_text(m.bos), eos_token=m.token_text(m.eos),
+                                             name=path.name, reasoning=options.reasoning)
             else:
                 raise ModelError(f"{path} has no chat template in its metadata; pass "
                                  "--chat-format (e.g. chatml, llama-2, or a Jinja template file)")
+            self.max_thinking_tokens = options.max_thinking_tokens
             self.n_ctx = options.ctx
             model_id = fingerprint(path)
             adapter = None
@@ -83,42 +87,61 @@ class LlamaCppEngine:
                 adapter = (self.model.load_lora(str(lora)), options.lora_scale)
                 model_id += f"+{fingerprint(lora)}*{options.lora_scale}"
             self.decoder = BatchedDecoder(self.model, options, on_gpu=n_gpu_layers != 0,
-                                          cache_key=f"{model_id}:{n_gpu_layers}", lora=adapter)
+                                          cache_key=f"{model_id}:{n_gpu_layers}", lora=adapter,
+                                          visible=self._marker_tokens())
         except BaseException:
             self.close()
             raise
         self.info = EngineInfo(backend="llama.cpp", model=path.name, fingerprint=model_id,
                                options={"n_ctx": options.ctx, "n_gpu_layers": n_gpu_layers,
                                         "chat_format": chat_format or "gguf",
+                                        **({"reasoning": "on" if self.thinking else "off"}
+                                           if self.template is not None and self.template.quirks.reasoning else {}),
                                         **({"lora": Path(lora).name, "lora_scale": options.lora_scale}
                                            if lora else {})})
 
-    def render(self, chat: list[Message]) -> tuple[list[int], list[str]]:
-        """The token ids of a chat prompt, and any stop strings its format adds."""
+    def _marker_tokens(self) -> set[int]:
+        """Tokens of the template's reasoning markup, which the decoder writes out (llama.cpp hides
+        control tokens) so that reasoning can be found and taken out of the text."""
+        syntax = self.template.quirks.reasoning if self.template is not None else None
+        if syntax is None:
+            return set()
+        marks = {syntax.stop, *syntax.open.split(), *syntax.close.split(), *syntax.skip.split()}
+        found = set()
+        for mark in marks:
+            ids = self.model.tokenize(mark, add_special=False)
+            if len(ids) == 1:
+                found.add(ids[0])
+        return found
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """A rendered prompt's tokens, BOS added as llama-server does: when the vocabulary asks
+        for one and the template did not already write it."""
+        m = self.model
+        bos = m.token_text(m.bos)
+        return m.tokenize(text, add_special=m.add_bos and not (bos and text.startswith(bos)))
+
+    def render(self, chat: list[Message], thinking: bool | None = None) -> tuple[str, list[str]]:
+        if self.formatter is None:
+            return super().render(chat, thinking)
         formatted = self.formatter(messages=chat)
-        add_bos = self.model.add_bos and not getattr(formatted, "added_special", False)
-        tokens = self.model.tokenize(formatted.prompt, add_special=add_bos)
         stop = formatted.stop or []
-        return tokens, [stop] if isinstance(stop, str) else list(stop)
+        return formatted.prompt, [stop] if isinstance(stop, str) else list(stop)
 
-    def generate(self, chats: Sequence[list[Message]], params: Sequence[SamplingParams]):
-        rendered = [self.render(chat) for chat in chats]
-        stops = [[*stop, *p.stop] for (_, stop), p in zip(rendered, params)]
-        return self.decoder.generate([toks for toks, _ in rendered], params, stops)
+    def complete_texts(self, texts: Sequence[str], params: Sequence[SamplingParams], stops: Sequence[list[str]]):
+        return self.decoder.generate([self.tokenize_prompt(t) for t in texts], params, stops)
 
-    def choice_logprobs(self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]], *,
-                        cue: str = ""):
-        """Score option strings as the start of the assistant's reply, after ``cue``.
+    def score_texts(self, texts: Sequence[str], options: Sequence[Sequence[str]]):
+        """Each option string's log-probability right after its text (the prompt and cue).
 
         Prompt and option are tokenized together, so however the tokenizer splits " (A)"
-        the whole option string is scored; the cue is prefilled into the assistant turn.
+        the whole option string is scored.
         """
-        out: list[list[float] | ItemError | None] = [None] * len(chats)
+        out: list[list[float] | ItemError | None] = [None] * len(texts)
         shared, score_from, conts, live = [], [], [], []
-        for i, (chat, opts) in enumerate(zip(chats, options)):
-            text = self.formatter(messages=chat).prompt + cue
-            base = self.model.tokenize(text, add_special=self.model.add_bos)
-            fulls = [self.model.tokenize(text + o, add_special=self.model.add_bos) for o in opts]
+        for i, (text, opts) in enumerate(zip(texts, options)):
+            base = self.tokenize_prompt(text)
+            fulls = [self.tokenize_prompt(text + o) for o in opts]
             common = common_prefix_len(fulls)
             if len(opts) < 2 or any(len(f) == common for f in fulls) or \
                     len({tuple(f) for f in fulls}) < len(fulls):

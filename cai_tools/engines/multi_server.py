@@ -57,7 +57,7 @@ class MultiServerEngine:
 
     def __init__(self, urls: list[str], model_name: str | None = None, *, parallel: int = 4,
                  note: Callable[[str], None] = lambda message: None, retries: int = 1, backoff: float = 0.5,
-                 timeout: float = 120.0, retry_after: float = RETRY_AFTER_S):
+                 timeout: float = 120.0, retry_after: float = RETRY_AFTER_S, reasoning: str = "auto"):
         self.note, self.retry_after, self.parallel = note, retry_after, max(1, int(parallel))
         # The model's name from the first server that answers, unless named; the others are not
         # contacted here (a down server is found out, and retried, when requests go to it).
@@ -73,7 +73,7 @@ class MultiServerEngine:
                     errors.append(str(exc))
             else:
                 raise CaiError("every server is down: " + "; ".join(errors))
-        self.model_name = model_name
+        self.model_name, self.reasoning = model_name, reasoning
         self.servers = [_Server(OpenAIHttpEngine(url, model_name, parallel=1, retries=retries, backoff=backoff,
                                                  timeout=timeout)) for url in urls]
         self._lock = threading.Lock()
@@ -142,10 +142,11 @@ class MultiServerEngine:
     # ------------------------------------------------------------ Engine
 
     def generate(self, chats: Sequence[list[Message]], params: Sequence[SamplingParams]):
-        return self._map([chat_payload(self.model_name, chat, p) for chat, p in zip(chats, params)])
+        return self._map([chat_payload(self.model_name, chat, p, self.reasoning) for chat, p in zip(chats, params)])
 
     def choice_logprobs(self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]], *, cue: str = ""):
-        return self._map([choice_payload(self.model_name, chat, opts, cue) for chat, opts in zip(chats, options)])
+        return self._map([choice_payload(self.model_name, chat, opts, cue, self.reasoning)
+                          for chat, opts in zip(chats, options)])
 
     def report(self) -> str:
         """Each server's share and the aggregate rate since the engine opened."""

@@ -30,6 +30,7 @@ from os.path import commonprefix
 from typing import Callable, Sequence
 
 from ..errors import CaiError
+from ..models.chat_template import split_think_tags
 from .base import EngineInfo, Generation, ItemError, Message, SamplingParams
 
 TOP_LOGPROBS = 20  # the most OpenAI (and vLLM by default) return
@@ -73,15 +74,17 @@ class OpenAIHttpEngine:
 
     def __init__(self, base_url: str, model_name: str | None = None, *, parallel: int = 4,
                  timeout: float = 120.0, retries: int = 4, backoff: float = 1.0,
-                 api_key_env: str = "CAI_API_KEY"):
+                 api_key_env: str = "CAI_API_KEY", reasoning: str = "auto"):
         """``timeout`` is per socket operation and must cover the time a request waits in
         the server's queue; ``retries`` more attempts follow the first, after ``backoff``,
-        2x, 4x... seconds."""
+        2x, 4x... seconds. ``reasoning`` on/off is sent as the template's ``enable_thinking``
+        (llama-server and vLLM pass ``chat_template_kwargs`` on); auto sends nothing."""
         base_url, self._basic_auth = split_credentials(base_url)
         self.base_url = normalise_base_url(base_url)
         self.parallel = max(1, int(parallel))
         self.timeout, self.retries, self.backoff = timeout, max(0, int(retries)), backoff
         self._api_key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or None
+        self.reasoning = reasoning
         self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="cai-http")
         try:
             self.model_name = model_name or self._discover_model()
@@ -190,7 +193,7 @@ class OpenAIHttpEngine:
     # ------------------------------------------------------------ Engine
 
     def generate(self, chats: Sequence[list[Message]], params: Sequence[SamplingParams]):
-        return self._map([chat_payload(self.model_name, chat, p) for chat, p in zip(chats, params)])
+        return self._map([chat_payload(self.model_name, chat, p, self.reasoning) for chat, p in zip(chats, params)])
 
     def choice_logprobs(self, chats: Sequence[list[Message]], options: Sequence[Sequence[str]],
                         *, cue: str = ""):
@@ -201,7 +204,8 @@ class OpenAIHttpEngine:
         cannot portably prefill the assistant turn), so the reply itself must start with an
         option for it to be found. See ``option_logprobs`` for how options are located.
         """
-        return self._map([choice_payload(self.model_name, chat, opts, cue) for chat, opts in zip(chats, options)])
+        return self._map([choice_payload(self.model_name, chat, opts, cue, self.reasoning)
+                          for chat, opts in zip(chats, options)])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -216,7 +220,8 @@ class OpenAIHttpEngine:
 # ---------------------------------------------------------------- requests and parsing
 
 
-def chat_payload(model: str, chat: list[Message], p: SamplingParams) -> tuple[dict, Callable[[dict], object]]:
+def chat_payload(model: str, chat: list[Message], p: SamplingParams,
+                 reasoning: str = "auto") -> tuple[dict, Callable[[dict], object]]:
     """A generation's /chat/completions request and the parser of its answer."""
     payload = {"model": model, "messages": list(chat), "max_tokens": p.max_tokens,
                "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
@@ -224,17 +229,25 @@ def chat_payload(model: str, chat: list[Message], p: SamplingParams) -> tuple[di
         payload["top_k"] = p.top_k
     if p.stop:
         payload["stop"] = list(p.stop)
-    return payload, _parse_generation
+    return _with_reasoning(payload, reasoning), _parse_generation
 
 
 def choice_payload(model: str, chat: list[Message], options: Sequence[str],
-                   cue: str) -> tuple[dict, Callable[[dict], object]]:
+                   cue: str, reasoning: str = "auto") -> tuple[dict, Callable[[dict], object]]:
     """A judgement's greedy one-token-ish request with top_logprobs, and its parser."""
     opts = list(options)
     payload = {"model": model, "messages": _with_cue(chat, cue),
                "max_tokens": max(4, max(map(len, opts), default=0) + 1),
                "temperature": 0.0, "seed": 0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
-    return payload, lambda answer: _parse_choice(answer, opts)
+    # A judgement reads the first answer tokens: a thinking model must not think first.
+    return _with_reasoning(payload, "off" if reasoning == "on" else reasoning), \
+        lambda answer: _parse_choice(answer, opts)
+
+
+def _with_reasoning(payload: dict, reasoning: str) -> dict:
+    if reasoning in ("on", "off"):
+        payload["chat_template_kwargs"] = {"enable_thinking": reasoning == "on"}
+    return payload
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
@@ -264,10 +277,14 @@ def _parse_generation(answer: dict) -> Generation | ItemError:
         if not isinstance(text, str):  # null: a refusal field, a tool call, a broken server
             return ItemError("the server's answer has no text (message.content is "
                              f"{json.dumps(text)}): {json.dumps(answer)[:200]}")
+        # Reasoning comes apart (llama-server's and vLLM's reasoning parsers) or in the text.
+        text, inline = split_think_tags(text)
+        parts = [p for p in (choice["message"].get("reasoning_content"), inline) if isinstance(p, str) and p.strip()]
         return Generation(text=text,
                           prompt_tokens=int(usage.get("prompt_tokens") or 0),
                           completion_tokens=int(usage.get("completion_tokens") or 0),
-                          finish_reason=choice.get("finish_reason") or "stop")
+                          finish_reason=choice.get("finish_reason") or "stop",
+                          reasoning="\n".join(p.strip() for p in parts) or None)
     except (KeyError, IndexError, TypeError, AttributeError):
         return ItemError(f"unexpected answer from the server: {json.dumps(answer)[:200]}")
 

@@ -89,10 +89,11 @@ def _open_server(servers: list[str], model: str | None, options: EngineOptions,
     if len(servers) > 1:
         from .multi_server import MultiServerEngine
 
-        engine = MultiServerEngine(servers, model, parallel=options.parallel, note=note)
+        engine = MultiServerEngine(servers, model, parallel=options.parallel, note=note,
+                                   reasoning=options.reasoning)
         note(f"using {len(servers)} servers, model {engine.model_name}{found}, --parallel {engine.parallel} each")
         return engine
-    engine = OpenAIHttpEngine(servers[0], model, parallel=options.parallel)
+    engine = OpenAIHttpEngine(servers[0], model, parallel=options.parallel, reasoning=options.reasoning)
     note(f"using server {engine.base_url}, model {engine.model_name}{found}, "
          f"--parallel {engine.parallel}")
     return engine

@@ -15,7 +15,7 @@ from ..constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import add_provenance, copy_record, content_id, record_seed, require_text, where
+from ..records import add_provenance, copy_record, content_id, keep_reasoning, record_seed, require_text, where
 from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .prompts import clean_critique, critique_chat, critique_is_clean
 from .quality import note_truncated_critique
@@ -58,6 +58,7 @@ def critique_batch(batch: list[dict], engine: Engine, constitution: Constitution
 
     def finish(p: Pending, answers: list) -> dict:
         text = clean_critique(answers[0].text)
+        keep_reasoning(p.out, f"critique {p.state['round']}", answers)
         principle = p.state["principle"]
         entry = {"round": p.state["round"], "principle": principle.id,
                  "critique_request": principle.critique, "critique": text}

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 from ..conversation import prompt_messages, with_system
 from ..engines.base import Engine
 from ..errors import RecordError
-from ..records import add_provenance, copy_record, content_id, record_seed
+from ..records import add_provenance, copy_record, content_id, keep_reasoning, record_seed
 from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .sampling import Sampling, answer_chats
 
@@ -38,6 +38,7 @@ def generate(records: Iterable[dict], engine: Engine, *, n: int = 1, sampling: S
 
     def finish(p: Pending, samples: list) -> dict:
         texts = [s.text.strip() for s in samples]
+        keep_reasoning(p.out, "generate", samples)
         p.out["response"] = texts[0]
         p.out["init_response"] = texts[0]
         if n > 1:

@@ -21,7 +21,7 @@ from .critique import answered_conversation, critique_batch
 from ..conversation import prompt_messages
 from ..engines.base import Engine, ItemError
 from ..errors import RecordError
-from ..records import add_provenance, copy_record, content_id, record_seed, where
+from ..records import add_provenance, copy_record, content_id, keep_reasoning, record_seed, where
 from ..record_batches import each_record, OnError, Pending, process_in_batches
 from .judge import prefer_first
 from .prompts import clean_revision, revision_chat
@@ -61,6 +61,7 @@ def revise_batch(batch: list[dict], engine: Engine, constitution: Constitution, 
         entry, response = p.state["entry"], p.state["response"]
         # No call (clean under --until-clean), or an empty revision: keep the answer.
         entry["revision"] = (clean_revision(answers[0].text) if answers else "") or response
+        keep_reasoning(p.out, f"revision {entry.get('round')}", answers)
         p.out["history"] = [*p.state["history"][:-1], entry]
         p.out["response"] = entry["revision"]
         store_round_quality(p.out, entry, response, answers[0].finish_reason if answers else None)
