@@ -81,8 +81,10 @@ demo: $(DEMO)/eval/report.md
 	@$(CAI) view -q $(DEMO)/eval/answers.jsonl -o $(DEMO)/eval/view-answers.html --title "Eval answers side by side"
 	@$(PY) scripts/demo_summary.py $(DEMO)
 
-$(PROMPTS): data/redteam.jsonl | install $(if $(filter redteam,$(PROMPTS_FROM)),model)
+$(PROMPTS): data/redteam.jsonl | install model
 	@mkdir -p $(DEMO)
+	@echo "== models check: what cai will do with $(MODEL) (and the judge); stops here on a model it cannot use"
+	$(CAI) models check $(sort $(MODEL) $(JUDGE))
 ifeq ($(PROMPTS_FROM),redteam)
 	@echo "== prompts: $(PAIRS_N) model-written red-team prompts (cai redteam, train split as examples)"
 	$(CAI) redteam data/redteam.jsonl -n $(PAIRS_N) -m $(MODEL) $(GPU) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@

@@ -52,8 +52,9 @@ def resolve_model(model: str | None, *, announce=print, option: str = "--model")
     return str(path)
 
 
-def check_gguf_file(path: str | os.PathLike) -> Path:
-    """Fail with a clear ModelError unless ``path`` is a readable file with GGUF magic."""
+def check_gguf_file(path: str | os.PathLike, *, adapter: bool = False) -> Path:
+    """Fail with a clear ModelError unless ``path`` is a readable file with GGUF magic, and a model
+    (not a LoRA adapter) unless ``adapter``."""
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file not found: {p}")
@@ -66,7 +67,11 @@ def check_gguf_file(path: str | os.PathLike) -> Path:
         raise ModelError(f"cannot read model file {p}: {exc.strerror}") from None
     if head != GGUF_MAGIC:
         raise ModelError(f"{p} is not a GGUF file (its first bytes are {head!r}, not b'GGUF')")
-    check_model_metadata(p)
+    meta = check_model_metadata(p)
+    kind = meta.get("general.type")
+    if not adapter and kind is not None and kind.value == "adapter":
+        raise ModelError(f"{p} is a LoRA adapter, not a model: pass it as --lora with its base model "
+                         f"(-m BASE.gguf --lora {p.name})")
     return p
 
 
@@ -81,13 +86,17 @@ def check_lora_file(path: str | os.PathLike, base: str | os.PathLike, *, warn=_w
     decode), so the file is read and checked here first: the types of the keys llama.cpp
     reads, adapter type, architecture, every tensor's base weight, shape and values.
     """
-    import gguf
+    from .models.gguf_reading import gguf_reader
 
-    p = check_gguf_file(path)
+    p = check_gguf_file(path, adapter=True)
     meta = check_adapter_metadata(p)
+    kind = meta.get("general.type")
+    if kind is None or kind.value != "adapter":
+        raise ModelError(f"{p} is a model, not a LoRA adapter: pass it as -m (or --base); a --lora file "
+                         "comes from 'cai export RUN --gguf FILE'")
     try:
-        adapter = gguf.GGUFReader(p)
-        model = gguf.GGUFReader(base)
+        adapter = gguf_reader(p)
+        model = gguf_reader(base)
     except Exception as exc:  # the reader raises ValueError/IndexError/... on truncation
         raise ModelError(f"{p} is truncated or not a valid GGUF adapter ({exc})") from None
 

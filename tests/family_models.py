@@ -95,14 +95,18 @@ def template_text(name: str, models: Path | None = None) -> str:
 def _copy_tokenizer(writer, vocab_path: Path, family: Family, template: str) -> None:
     import gguf
 
-    reader = gguf.GGUFReader(str(vocab_path))
-    fields = reader.fields
+    from cai_tools.models.gguf_reading import gguf_reader
+
+    fields = gguf_reader(vocab_path).fields
     tokens = list(fields["tokenizer.ggml.tokens"].contents())
     types = list(fields["tokenizer.ggml.token_type"].contents())
     for idx, text in family.add_tokens.items():
-        tokens[idx], types[idx] = text, int(gguf.TokenType.CONTROL)
+        # As in the real files: think tags are ordinary added tokens, the rest control tokens.
+        kind = gguf.TokenType.USER_DEFINED if "think>" in text else gguf.TokenType.CONTROL
+        tokens[idx], types[idx] = text, int(kind)
     for key, fld in fields.items():
-        if not key.startswith("tokenizer.") or key.startswith("tokenizer.chat_template"):
+        if not key.startswith("tokenizer.") or key.startswith("tokenizer.chat_template") \
+                or key == "tokenizer.ggml.eos_token_id":
             continue
         if key == "tokenizer.ggml.tokens":
             writer.add_token_list(tokens)
@@ -168,9 +172,10 @@ def _arch_keys(writer, arch: str, n_vocab: int) -> None:
     writer.add_rope_freq_base(10000.0)
     writer.add_rope_dimension_count(head)
     writer.add_vocab_size(n_vocab)
-    if arch in ("gemma2", "gemma3"):
+    if arch in ("gemma2", "gemma3", "qwen3"):   # transformers reads the head size from these
         writer.add_key_length(head)
         writer.add_value_length(head)
+    if arch in ("gemma2", "gemma3"):
         writer.add_sliding_window(512)
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(50.0)

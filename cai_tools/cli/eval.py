@@ -147,4 +147,7 @@ def _checked_model(model: str | None, lora: str | None = None, *, announce=lambd
     path = str(check_gguf_file(resolve_model(model, announce=announce, option=option)))
     if lora:
         check_lora_file(lora, path)
+    from ..models.check import require_usable
+
+    require_usable(path)   # the model check's problems stop the eval before any answer is made
     return path

@@ -11,7 +11,7 @@ from .critique import critique
 from .eval import eval_
 from .export import export
 from .fetch_model import fetch_model
-from .models import models
+from .models import app as models_app
 from .view import view
 from .format import format_
 from .generate import generate
@@ -49,7 +49,7 @@ app.command()(rl)
 app.command("eval")(eval_)
 app.add_typer(constitution_app, name="constitution")
 app.command("fetch-model")(fetch_model)
-app.command()(models)
+app.add_typer(models_app, name="models")
 app.command()(view)
 
 

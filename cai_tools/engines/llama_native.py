@@ -59,7 +59,8 @@ _LOG_CALLBACK = None
 class NativeModel:
     """A loaded GGUF: weights, vocabulary, metadata and tokenizer."""
 
-    def __init__(self, path: str, *, n_gpu_layers: int):
+    def __init__(self, path: str, *, n_gpu_layers: int = 0, vocab_only: bool = False):
+        """Load ``path``; ``vocab_only``: its vocabulary and metadata alone (no weights, instant)."""
         import llama_cpp as L
 
         self.L = L
@@ -67,6 +68,7 @@ class NativeModel:
         L.llama_backend_init()
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only
         with quiet_native_stderr():
             self.model = L.llama_model_load_from_file(path.encode(), params)
         if not self.model:

@@ -72,11 +72,11 @@ class BaseLayout:
         base = info["base"]
         self.reader = None
         if info.get("base_kind") == "gguf":
-            import gguf
+            from ..models.gguf_reading import gguf_reader
 
             if not Path(base).is_file():
                 raise ModelError(f"the run's base model is gone: {base}")
-            self.reader = gguf.GGUFReader(base)
+            self.reader = gguf_reader(base)
             f = self.reader.fields
             self.arch = f["general.architecture"].contents()
             self.n_layers = int(f[f"{self.arch}.block_count"].contents())

@@ -100,11 +100,14 @@ def _write_once(folder: Path, write: Callable[[Path], None], gguf) -> Path:
     """Run ``write`` into a temporary folder, then rename it to ``folder``: an interrupted write
     leaves nothing half-done, and of two processes writing at once (accelerate launch) the
     first rename wins and the other uses it."""
+    from ..models.gguf_reading import fast_gguf_reading
+
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
+        with fast_gguf_reading():
+            write(tmp)
         os.replace(tmp, folder)
     except OSError as exc:
         if not folder.is_dir():  # not a lost race: a real failure (disk full, permissions)

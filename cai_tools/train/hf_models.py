@@ -60,8 +60,10 @@ def base_kind(base: str) -> str:
     path = Path(base)
     if path.is_file():
         from ..model_files import check_gguf_file
+        from ..gguf_metadata import check_model_metadata
 
         check_gguf_file(base)
+        check_trainable_arch(base, check_model_metadata(base).get("general.architecture"))
         return "gguf"
     if path.is_dir() and (path / "config.json").is_file():
         from .runs import check_hf_model_folder
@@ -70,6 +72,20 @@ def base_kind(base: str) -> str:
         return "hf"
     raise ModelError(f"base model not found: {base} is neither a GGUF file nor a Hugging Face "
                      "model folder (with config.json)")
+
+
+def check_trainable_arch(base: str, arch) -> None:
+    """ModelError, before any work, when transformers cannot load a GGUF of this architecture."""
+    name = getattr(arch, "value", None)
+    if not isinstance(name, str):
+        return
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    if name in GGUF_SUPPORTED_ARCHITECTURES or name.replace("-", "_") in GGUF_SUPPORTED_ARCHITECTURES:
+        return
+    raise ModelError(f"{Path(base).name} is a '{name}' model, which transformers cannot train from a GGUF "
+                     f"file; train from the model's Hugging Face folder instead (--base hf:ORG/REPO, or a "
+                     "local folder with config.json and safetensors)")
 
 
 def pick_device_and_dtype(device: str = "auto", dtype: str = "auto"):
@@ -141,14 +157,20 @@ def load_tokenizer(base: str):
         else:
             path = Path(base).resolve()
             where, kwargs = str(path.parent), {"gguf_file": path.name}
+    from ..models.gguf_reading import fast_gguf_reading
+
     try:
-        tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+        with fast_gguf_reading():
+            tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
     except Exception as exc:  # transformers raises many types for an unusable folder/file
         raise ModelError(f"cannot load a tokenizer from {base}: {exc}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise ModelError(f"{base} has no chat template: train from an instruct/chat model")
+    from .chat_tokens import chat_template
+
+    chat_template(tok)   # its quirks found now: a template error stops the step before any work
     return tok
 
 
@@ -158,9 +180,12 @@ def load_causal_lm(base: str, dtype, load_in: str = "", device: str = "cpu"):
     only; ModelError when transformers cannot load it."""
     from transformers import AutoModelForCausalLM
 
+    from ..models.gguf_reading import fast_gguf_reading
+
     where, kwargs = _load_args(base, load_in, dtype, device)
     try:
-        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True, **kwargs)
+        with fast_gguf_reading():
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load {base} into transformers: {exc}") from None
 
@@ -179,10 +204,13 @@ def load_reward_model(base: str, dtype, load_in: str = "", device: str = "cpu"):
     """
     from transformers import AutoModelForSequenceClassification
 
+    from ..models.gguf_reading import fast_gguf_reading
+
     where, kwargs = _load_args(base, load_in, dtype, device)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            where, num_labels=1, dtype=dtype, local_files_only=True, **kwargs)
+        with fast_gguf_reading():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                where, num_labels=1, dtype=dtype, local_files_only=True, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load {base} into transformers: {exc}") from None
     model.config.pad_token_id = -1
@@ -202,11 +230,3 @@ def encode_left_padded(rows: list[list[int]], pad_id: int, device):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
 
-
-def chat_ids(tokenizer, messages: list[dict], max_length: int) -> list[int]:
-    """A whole conversation in the tokenizer's chat template; the end kept when too long
-    (the reward is read at the last token)."""
-    rendered = tokenizer.apply_chat_template(messages, tokenize=True)
-    if hasattr(rendered, "keys") and "input_ids" in rendered:
-        rendered = rendered["input_ids"]
-    return list(rendered)[-max_length:]

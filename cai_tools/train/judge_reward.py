@@ -53,7 +53,8 @@ class JudgeReward:
     def close(self) -> None:
         self.engine.close()
 
-    def __call__(self, prompts, completions, reference=None, **_) -> list[float]:
+    def __call__(self, prompts, completions, reference=None, messages=None, **_) -> list[float]:
+        prompts = messages or prompts   # the conversations, when TRL's prompts are rendered text
         from .monitors import completion_text
 
         answers = [completion_text(c) for c in completions]

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import UsageError
 from ..eval.stats import is_refusal
+from .chat_tokens import left_padded_prompts
 
 NGRAM = 3
 
@@ -168,14 +169,7 @@ class PolicyProbe:
 
         from .rl_ppo import _response_mask
 
-        rendered = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
-                    for p in self.prompts]
-        side, tokenizer.padding_side = tokenizer.padding_side, "left"
-        try:
-            enc = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tokenizer.padding_side = side
-        enc = enc.to(next(model.parameters()).device)
+        enc = left_padded_prompts(tokenizer, self.prompts, next(model.parameters()).device)
         training = model.training
         model.eval()
         try:

@@ -22,7 +22,8 @@ from typing import Callable
 from ..calibration import accuracy_verdict, expected_calibration_error, wilson_interval
 from ..errors import UsageError
 from ..option_fields import option
-from .hf_models import chat_ids, encode_left_padded, load_reward_model, load_tokenizer
+from .chat_tokens import conversation_ids
+from .hf_models import encode_left_padded, load_reward_model, load_tokenizer
 from .lora import Task, TrainingConfig, prepare_run, run_training
 from .preferences import Preference, load_preferences
 
@@ -74,8 +75,8 @@ def confidence_weights(pairs: list[Preference]) -> list[float]:
 
 def pair_margins(model, tokenizer, pairs: list[Preference], max_length: int, device):
     """r_chosen − r_rejected for each pair, in one forward pass over both sides."""
-    rows = [chat_ids(tokenizer, p.chosen, max_length) for p in pairs] + \
-           [chat_ids(tokenizer, p.rejected, max_length) for p in pairs]
+    rows = [conversation_ids(tokenizer, p.chosen, max_length) for p in pairs] + \
+           [conversation_ids(tokenizer, p.rejected, max_length) for p in pairs]
     ids, mask, positions = encode_left_padded(rows, tokenizer.pad_token_id, device)
     rewards = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, 0].float()
     return rewards[:len(pairs)] - rewards[len(pairs):], int(mask.sum())

@@ -25,6 +25,7 @@ from typing import Callable
 from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
 from ..option_fields import option
+from .chat_tokens import left_padded_prompts
 from .lora import CHECKPOINTING_KWARGS, TrainingConfig
 from .monitors import (STOP_STATS, boilerplate_phrases, first_stop, monitor_means, monitor_sums, parse_stop_when,
                        stop_note)
@@ -319,8 +320,7 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg: RL
     from transformers import LogitsProcessorList
 
     # 1. roll out: the policy answers the prompts, each sampled from its own seed
-    rendered = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in batch]
-    enc = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    enc = left_padded_prompts(tokenizer, batch, device)
     model.eval()
     with torch.no_grad():
         sampler = RowGumbelSampler(seeds, cfg.temperature, enc["input_ids"].device)

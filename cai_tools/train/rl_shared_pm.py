@@ -93,7 +93,8 @@ class SharedRewardModel:
     def rewards(self, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
         import torch
 
-        from .hf_models import chat_ids, encode_left_padded
+        from .chat_tokens import conversation_ids
+        from .hf_models import encode_left_padded
 
         before = list(self.model.active_adapters)
         out: list[float] = []
@@ -101,7 +102,7 @@ class SharedRewardModel:
         try:
             with torch.no_grad():
                 for i in range(0, len(conversations), batch_size):
-                    rows = [chat_ids(self.tokenizer, c, self.max_length) for c in conversations[i:i + batch_size]]
+                    rows = [conversation_ids(self.tokenizer, c, self.max_length) for c in conversations[i:i + batch_size]]
                     ids, mask, positions = encode_left_padded(rows, self.tokenizer.pad_token_id,
                                                               self.score.device)
                     hidden = self.backbone(input_ids=ids, attention_mask=mask,

@@ -49,16 +49,16 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
     if cfg.algo == "dpo":
-        dataset = _dpo_dataset(cfg)
+        dataset = _dpo_dataset(cfg, tokenizer)
         on_note(f"DPO on {len(dataset)} preference pairs (label ≥ {cfg.min_label}), "
                 + ("soft labels: each pair's label is its target" if cfg.labels == "soft" else "hard labels"))
     elif cfg.judge and cfg.judge_against == "reference":
         from .judge_reward import prompts_with_references
 
-        dataset = Dataset.from_list(prompts_with_references(cfg.prompts))
+        dataset = Dataset.from_list(_as_text(tokenizer, prompts_with_references(cfg.prompts)))
         on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
     else:
-        dataset = Dataset.from_list([{"prompt": p} for p in load_prompts(cfg.prompts)])
+        dataset = Dataset.from_list(_as_text(tokenizer, [{"prompt": p} for p in load_prompts(cfg.prompts)]))
         on_note(f"{cfg.algo.upper()} on {len(dataset)} prompts, {cfg.num_generations} answers each")
     torch.manual_seed(cfg.seed)
     model = load_policy(cfg.policy, dtype, cfg.load_in, device, on_note)
@@ -176,11 +176,12 @@ def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, rewar
 
 
 def _pm_reward(pm):
-    """The PM (a RewardModel or SharedRewardModel) as a TRL reward function over text."""
+    """The PM (a RewardModel or SharedRewardModel) as a TRL reward function over text; ``messages``
+    (a dataset column) are the prompts as conversations."""
 
-    def pm_reward(prompts, completions, **_):
+    def pm_reward(prompts, completions, messages=None, **_):
         convs = []
-        for prompt, completion in zip(prompts, completions):
+        for prompt, completion in zip(messages or prompts, completions):
             answer = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
             convs.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + answer)
         return pm.rewards(convs)
@@ -189,19 +190,32 @@ def _pm_reward(pm):
     return pm_reward
 
 
-def _dpo_dataset(cfg: RLConfig):
+def _as_text(tokenizer, rows: list[dict]) -> list[dict]:
+    """TRL rows with the prompt rendered as sampling renders it (TRL would apply the template its
+    own way, without the quirks and reasoning handling); the conversation stays in ``messages``
+    for the reward functions and the monitors."""
+    from .chat_tokens import prompt_text, text_for_trl
+
+    return [{**row, "prompt": text_for_trl(tokenizer, prompt_text(tokenizer, row["prompt"])),
+             "messages": row["prompt"]} for row in rows]
+
+
+def _dpo_dataset(cfg: RLConfig, tokenizer):
     from datasets import Dataset
 
+    from .chat_tokens import chat_template
     from .preferences import load_preferences
 
     pairs, _ = load_preferences(cfg.data, eval_fraction=0.0, seed=cfg.seed)
+    end = chat_template(tokenizer).completion_suffix()
     # the label rides along either way: soft labels train on it, and the end-of-run margins use it
-    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1:], "rejected": p.rejected[-1:], "label": p.label}
+    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1]["content"] + end,
+             "rejected": p.rejected[-1]["content"] + end, "label": p.label}
             for p in pairs if p.label >= cfg.min_label and p.chosen[:-1] == p.rejected[:-1]]
     if not rows:
         raise InputError(f"no preference pairs with a shared prompt and label ≥ {cfg.min_label}",
                          where=", ".join(cfg.data))
-    return Dataset.from_list(rows)
+    return Dataset.from_list(_as_text(tokenizer, rows))
 
 
 def _write_log(run: RunFolder, history: list[dict], done: int) -> None:
@@ -223,7 +237,7 @@ class _Checkpoints:
 
         every, stop_when = cfg.save_every, parse_stop_when(cfg.stop_when, cfg.algo)
         # rloo/grpo's reward function reports the monitors of the answers it scores; DPO samples none
-        probe = (PolicyProbe(dataset["prompt"], cfg.max_new_tokens, boilerplate_phrases(cfg.boilerplate))
+        probe = (PolicyProbe(dataset["messages"], cfg.max_new_tokens, boilerplate_phrases(cfg.boilerplate))
                  if cfg.algo == "dpo" else None)
 
         class Callback(TrainerCallback):

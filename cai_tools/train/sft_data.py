@@ -4,7 +4,7 @@ From CAI records: the prompt and the final revision, or (``all_rounds``, the pap
 choice) one example per round's revision. From ``--mix`` files: any record that already
 is a conversation ending in an assistant turn (Hugging Face ``messages``, ``chosen``) or
 a prompt with a ``response``. Each example is tokenized with the base's chat template
-and the loss covers the assistant reply only.
+(rendered as sampling renders it) and the loss covers the assistant reply only.
 """
 
 from __future__ import annotations
@@ -147,20 +147,11 @@ def _read(path: str, convert, dropped: Counter | None = None) -> list[Example]:
 
 
 def tokenize_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels; labels are IGNORE outside the final assistant reply."""
-    prompt_ids = _ids(tokenizer.apply_chat_template(example.messages[:-1], tokenize=True,
-                                                    add_generation_prompt=True))
-    full_ids = _ids(tokenizer.apply_chat_template(example.messages, tokenize=True))
-    if full_ids[:len(prompt_ids)] != prompt_ids:
-        raise RecordError("the chat template renders the prompt differently inside the full "
-                          "conversation; cannot tell which tokens are the reply", where=example.where)
-    full_ids = full_ids[:max_length]
+    """Token ids and labels; labels are IGNORE outside the final assistant reply (and its end of
+    turn). The prompt is rendered as sampling renders it (``chat_tokens``)."""
+    from .chat_tokens import example_ids
+
+    prompt_ids, answer_ids = example_ids(tokenizer, example.messages)
+    full_ids = (prompt_ids + answer_ids)[:max_length]
     labels = [IGNORE] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
     return full_ids, labels
-
-
-def _ids(rendered) -> list[int]:
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
-    if hasattr(rendered, "keys") and "input_ids" in rendered:
-        rendered = rendered["input_ids"]
-    return list(rendered)
