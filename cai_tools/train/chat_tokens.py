@@ -7,6 +7,11 @@ vocabulary asks for one and the template did not write it, as llama-server does)
 here calls ``tokenizer.apply_chat_template``: prompts are rendered by ``ChatTemplate`` (from the
 tokenizer's own template) and tokenized as text; an answer is followed by the template's end
 of turn, so the model learns to stop.
+
+For a GGUF base the text is tokenized by llama.cpp itself (the vocabulary alone, loaded in a
+blink): transformers' conversion of a sentencepiece vocabulary differs from llama.cpp's around
+control tokens (Mistral's ``[INST]`` followed by text, Phi-3's ``<|user|>\n``), and training on
+other ids than sampling reads would teach a context the model never sees.
 """
 
 from __future__ import annotations
@@ -28,8 +33,23 @@ def chat_template(tokenizer) -> ChatTemplate:
     return template
 
 
+_VOCABS: dict[str, object] = {}   # GGUF path -> its llama.cpp vocabulary (NativeModel, vocab only)
+
+
+def use_llama_cpp_vocab(tokenizer, gguf: str) -> None:
+    """Encode this tokenizer's training text with ``gguf``'s llama.cpp vocabulary."""
+    from pathlib import Path
+
+    from ..engines.llama_native import NativeModel
+
+    path = str(Path(gguf).resolve())
+    if path not in _VOCABS:
+        _VOCABS[path] = NativeModel(path, vocab_only=True)
+    tokenizer._cai_vocab = _VOCABS[path]
+
+
 def _adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer puts BOS in front of a text by itself (``add_special_tokens``)."""
+    """Whether the (transformers) tokenizer puts BOS in front of a text by itself."""
     cached = getattr(tokenizer, "_cai_adds_bos", None)
     if cached is None:
         bos = tokenizer.bos_token_id
@@ -40,8 +60,14 @@ def _adds_bos(tokenizer) -> bool:
 
 
 def encode(tokenizer, text: str, *, bos: bool = True) -> list[int]:
-    """Token ids of rendered text; with ``bos``, BOS in front when the tokenizer adds one and the
-    text does not already start with it."""
+    """Token ids of rendered text; with ``bos``, BOS in front when the model wants one and the text
+    does not already start with it."""
+    vocab = getattr(tokenizer, "_cai_vocab", None)
+    if vocab is not None:   # llama.cpp's own tokenizer: the ids sampling reads
+        ids = vocab.tokenize(text, add_special=False)
+        if bos and vocab.add_bos and vocab.bos >= 0 and (not ids or ids[0] != vocab.bos):
+            ids.insert(0, vocab.bos)
+        return ids
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if bos and _adds_bos(tokenizer) and (not ids or ids[0] != tokenizer.bos_token_id):
         ids.insert(0, tokenizer.bos_token_id)
@@ -72,15 +98,6 @@ def conversation_ids(tokenizer, messages: list[dict], max_length: int) -> list[i
     reads its reward at the last token)."""
     prompt, answer = example_ids(tokenizer, messages)
     return (prompt + answer)[-max_length:]
-
-
-def text_for_trl(tokenizer, text: str) -> str:
-    """A rendered prompt for TRL's text datasets, which tokenize with special tokens on: without
-    the template's BOS when the tokenizer adds its own (else there would be two)."""
-    bos = tokenizer.bos_token or ""
-    if bos and _adds_bos(tokenizer) and text.startswith(bos):
-        return text[len(bos):]
-    return text
 
 
 def left_padded_prompts(tokenizer, prompts: list[list[dict]], device) -> dict:

@@ -70,21 +70,21 @@ class BaseLayout:
 
     def __init__(self, info: dict):
         base = info["base"]
-        self.reader = None
         if info.get("base_kind") == "gguf":
-            from ..models.gguf_reading import gguf_reader
+            from ..gguf_metadata import read_header
 
             if not Path(base).is_file():
                 raise ModelError(f"the run's base model is gone: {base}")
-            self.reader = gguf_reader(base)
-            f = self.reader.fields
-            self.arch = f["general.architecture"].contents()
-            self.n_layers = int(f[f"{self.arch}.block_count"].contents())
-            self.n_head = int(f[f"{self.arch}.attention.head_count"].contents())
-            kv = f.get(f"{self.arch}.attention.head_count_kv")
-            self.n_head_kv = int(kv.contents()) if kv is not None else self.n_head
-            # numpy order (rows, cols) = reversed GGUF shape
-            self.shapes = {t.name: tuple(int(x) for x in reversed(t.shape)) for t in self.reader.tensors}
+            self.path = base
+            meta, self.shapes = read_header(base, tensors=True)   # numpy order (rows, cols)
+
+            def value(key, default=None):
+                return meta[key].value if key in meta else default
+
+            self.arch = value("general.architecture")
+            self.n_layers = int(value(f"{self.arch}.block_count"))
+            self.n_head = int(value(f"{self.arch}.attention.head_count"))
+            self.n_head_kv = int(value(f"{self.arch}.attention.head_count_kv", self.n_head))
         else:
             cfg = json.loads((Path(base) / "config.json").read_text())
             model_type = cfg.get("model_type", "")
@@ -163,9 +163,12 @@ def export_merged(run: str, out: str, out_type: str = "f16", *, threads: int = 0
 
     info, config, tensors = read_run(run)
     layout = BaseLayout(info)
-    if layout.reader is None:
+    if layout.shapes is None:
         raise UsageError("--merged needs a GGUF base; for a Hugging Face folder base, merge with "
                          "PEFT and convert with llama.cpp's convert_hf_to_gguf.py")
+    from ..models.gguf_reading import gguf_reader
+
+    reader = gguf_reader(layout.path)
     scale = _scale(config)
     deltas = {}
     for hf_name, ab in _lora_pairs(tensors).items():
@@ -173,13 +176,13 @@ def export_merged(run: str, out: str, out_type: str = "f16", *, threads: int = 0
     writer = gguf.GGUFWriter(None, layout.arch)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
-    for key, fld in layout.reader.fields.items():
+    for key, fld in reader.fields.items():
         if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
             continue
         sub = fld.types[1] if fld.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, fld.contents(), fld.types[0], sub_type=sub)
     writer.add_file_type(file_type)
-    for t in layout.reader.tensors:
+    for t in reader.tensors:
         w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         w = w.reshape(tuple(int(x) for x in reversed(t.shape)))
         if t.name in deltas:

@@ -12,6 +12,7 @@ copy off (except for ``--load-in``), for a disk too small for an fp32 copy (4 by
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -92,8 +93,56 @@ def tokenizer_folder(gguf: str | os.PathLike) -> Path:
         path = Path(gguf).resolve()
         AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
                                       local_files_only=True).save_pretrained(str(tmp))
+        restore_control_tokens(tmp / "tokenizer.json", path)
 
     return _write_once(folder, write, gguf)
+
+
+def restore_control_tokens(tokenizer_json: Path, gguf: Path) -> int:
+    """Put the GGUF's control and user-defined tokens back at their own ids; returns how many.
+
+    transformers skips a control token of a byte-level vocabulary whose text is not in the byte
+    alphabet (DeepSeek's ``<｜User｜>``, ``<｜end▁of▁sentence｜>``): the prompt is then cut into
+    pieces where llama.cpp reads one token, and an EOS so skipped is appended past the model's
+    vocabulary (an index error in the embedding at the first step). The file says which tokens
+    are whole, and where.
+    """
+    from ..models.gguf_reading import gguf_reader
+
+    if not tokenizer_json.is_file():
+        return 0
+    fields = gguf_reader(gguf).fields
+    if "tokenizer.ggml.token_type" not in fields:
+        return 0
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    types = fields["tokenizer.ggml.token_type"].contents()
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    added = data.setdefault("added_tokens", [])
+    by_text = {entry["content"]: entry for entry in added}
+    # tokenizers gives an added token the model vocabulary's id for its text, so that entry must
+    # hold the text as the file has it (transformers wrote it in the byte alphabet).
+    vocab = data.get("model", {}).get("vocab")
+    text_at = {i: t for t, i in vocab.items()} if isinstance(vocab, dict) else {}
+    fixed = 0
+    for idx, (text, kind) in enumerate(zip(tokens, types)):
+        if kind not in (3, 4):   # CONTROL, USER_DEFINED
+            continue
+        if text_at and text_at.get(idx) != text and text not in vocab:
+            vocab.pop(text_at.get(idx), None)
+            vocab[text] = idx
+            fixed += 1
+        entry = by_text.get(text)
+        if entry is None:
+            added.append({"id": idx, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": kind == 3})
+            fixed += 1
+        elif entry["id"] != idx and entry["id"] >= len(tokens):   # appended past the vocabulary
+            entry["id"] = idx
+            fixed += 1
+    if fixed:
+        added.sort(key=lambda entry: entry["id"])
+        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return fixed
 
 
 def _write_once(folder: Path, write: Callable[[Path], None], gguf) -> Path:

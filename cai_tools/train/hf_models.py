@@ -143,9 +143,11 @@ def _load_args(base: str, load_in: str = "", dtype=None, device: str = "cpu",
     return where, kwargs
 
 
-def load_tokenizer(base: str):
+def load_tokenizer(base: str, gguf: str | None = None):
     """The tokenizer of a base model, or of a folder holding one (a run), with pad set to eos when
-    it has none; ModelError when it cannot be loaded or has no chat template."""
+    it has none; ModelError when it cannot be loaded or has no chat template. ``gguf`` (default:
+    ``base`` when it is a GGUF file) is the GGUF whose llama.cpp tokenizer encodes training text,
+    so that training sees the token ids sampling sees (see chat_tokens)."""
     from transformers import AutoTokenizer
 
     where, kwargs = base, {}   # a model folder, or a run folder holding the tokenizer
@@ -168,8 +170,11 @@ def load_tokenizer(base: str):
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise ModelError(f"{base} has no chat template: train from an instruct/chat model")
-    from .chat_tokens import chat_template
+    from .chat_tokens import chat_template, use_llama_cpp_vocab
 
+    gguf = gguf or (base if Path(base).is_file() else None)
+    if gguf and Path(gguf).is_file():
+        use_llama_cpp_vocab(tok, gguf)
     chat_template(tok)   # its quirks found now: a template error stops the step before any work
     return tok
 

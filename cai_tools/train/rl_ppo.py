@@ -192,7 +192,7 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
                              "launch at most as many processes as there are prompts")
     on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
     pm = load_pm(cfg, base, device, on_note)
-    tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
+    tokenizer = load_tokenizer(str(sft_run) if sft_run else base, base)
     tokenizer.padding_side = "left"
 
     torch.manual_seed(cfg.seed)  # LoRA's A: the same in every process

@@ -69,7 +69,7 @@ class SharedRewardModel:
         self.info = pm_info(pm_run)
         self.model = peft_model
         self.max_length = max_length
-        self.tokenizer = load_tokenizer(str(self.run))
+        self.tokenizer = load_tokenizer(str(self.run), self.info.get("base"))
         device = next(p for p in peft_model.parameters()).device
         weights = _add_adapter(peft_model, PM_ADAPTER, self.run)
         score = weights.pop("base_model.model.score.weight", None)

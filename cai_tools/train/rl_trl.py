@@ -47,7 +47,7 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
     main = int(os.environ.get("RANK", "0")) == 0
     base, sft_run = policy_source(cfg.policy)
     device, dtype = pick_device_and_dtype(cfg.device, cfg.dtype)
-    tokenizer = load_tokenizer(str(sft_run) if sft_run else base)
+    tokenizer = load_tokenizer(str(sft_run) if sft_run else base, base)
     if cfg.algo == "dpo":
         dataset = _dpo_dataset(cfg, tokenizer)
         on_note(f"DPO on {len(dataset)} preference pairs (label ≥ {cfg.min_label}), "
@@ -156,8 +156,8 @@ def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, rewar
             from .soft_dpo import soft_dpo_trainer_class
 
             trainer_class = soft_dpo_trainer_class()
-        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=lora)
+        return _with_cai_tokens(trainer_class)(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer, peft_config=lora)
     reward = monitored(reward, boilerplate_phrases(cfg.boilerplate))  # its answers' monitors, logged by TRL
     gen = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                beta=cfg.kl_coef, temperature=cfg.temperature,
@@ -167,12 +167,35 @@ def _trainer(cfg: RLConfig, model, tokenizer, dataset, lora, common: dict, rewar
     if cfg.algo == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        return GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**gen, **common),
-                           train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+        return _with_cai_tokens(GRPOTrainer)(model=model, reward_funcs=[reward], args=GRPOConfig(**gen, **common),
+                                             train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     from trl import RLOOConfig, RLOOTrainer
 
-    return RLOOTrainer(model=model, reward_funcs=[reward], args=RLOOConfig(**gen, **common),
-                       train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return _with_cai_tokens(RLOOTrainer)(model=model, reward_funcs=[reward], args=RLOOConfig(**gen, **common),
+                                         train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+
+
+def _with_cai_tokens(trainer_class):
+    """``trainer_class`` taking token ids from cai (``chat_tokens``) instead of tokenizing text itself:
+    DPO's rows come tokenized (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), and RLOO's and GRPO's
+    rendered prompts are encoded as sampling encodes them (llama.cpp's vocabulary for a GGUF base)."""
+    from .chat_tokens import encode
+
+    class CaiTokens(trainer_class):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" not in dataset.column_names:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            # as TRL does: a prompt that fills max_length leaves no completion token to learn from
+            return dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length) \
+                if args.max_length is not None else dataset
+
+        def _tokenize_prompts(self, prompts):
+            if prompts and all(isinstance(p, str) for p in prompts):
+                return [encode(self.processing_class, p) for p in prompts], None, {}
+            return super()._tokenize_prompts(prompts)
+
+    CaiTokens.__name__ = CaiTokens.__qualname__ = f"Cai{trainer_class.__name__}"
+    return CaiTokens
 
 
 def _pm_reward(pm):
@@ -192,30 +215,29 @@ def _pm_reward(pm):
 
 def _as_text(tokenizer, rows: list[dict]) -> list[dict]:
     """TRL rows with the prompt rendered as sampling renders it (TRL would apply the template its
-    own way, without the quirks and reasoning handling); the conversation stays in ``messages``
-    for the reward functions and the monitors."""
-    from .chat_tokens import prompt_text, text_for_trl
+    own way, without the quirks and reasoning handling; ``_with_cai_tokens`` encodes it); the
+    conversation stays in ``messages`` for the reward functions and the monitors."""
+    from .chat_tokens import prompt_text
 
-    return [{**row, "prompt": text_for_trl(tokenizer, prompt_text(tokenizer, row["prompt"])),
-             "messages": row["prompt"]} for row in rows]
+    return [{**row, "prompt": prompt_text(tokenizer, row["prompt"]), "messages": row["prompt"]} for row in rows]
 
 
 def _dpo_dataset(cfg: RLConfig, tokenizer):
     from datasets import Dataset
 
-    from .chat_tokens import chat_template
+    from .chat_tokens import answer_ids, prompt_ids
     from .preferences import load_preferences
 
     pairs, _ = load_preferences(cfg.data, eval_fraction=0.0, seed=cfg.seed)
-    end = chat_template(tokenizer).completion_suffix()
     # the label rides along either way: soft labels train on it, and the end-of-run margins use it
-    rows = [{"prompt": p.chosen[:-1], "chosen": p.chosen[-1]["content"] + end,
-             "rejected": p.rejected[-1]["content"] + end, "label": p.label}
+    rows = [{"messages": p.chosen[:-1], "prompt_ids": prompt_ids(tokenizer, p.chosen[:-1]),
+             "chosen_ids": answer_ids(tokenizer, p.chosen[-1]["content"]),
+             "rejected_ids": answer_ids(tokenizer, p.rejected[-1]["content"]), "label": p.label}
             for p in pairs if p.label >= cfg.min_label and p.chosen[:-1] == p.rejected[:-1]]
     if not rows:
         raise InputError(f"no preference pairs with a shared prompt and label ≥ {cfg.min_label}",
                          where=", ".join(cfg.data))
-    return Dataset.from_list(_as_text(tokenizer, rows))
+    return Dataset.from_list(rows)
 
 
 def _write_log(run: RunFolder, history: list[dict], done: int) -> None:

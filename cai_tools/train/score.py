@@ -38,7 +38,7 @@ class RewardModel:
         from peft import PeftModel
 
         device, dtype = pick_device_and_dtype(device, "auto")
-        self.tokenizer = load_tokenizer(str(self.run))
+        self.tokenizer = load_tokenizer(str(self.run), self.info["base"])
         base = load_reward_model(self.info["base"], dtype, load_in, device)
         self.model = PeftModel.from_pretrained(base, str(self.run))
         if not load_in:  # a quantized base is already on the device and cannot be moved
