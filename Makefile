@@ -37,13 +37,14 @@ TORCH  ?= torch==2.13.0
 DEMO   ?= out/demo
 GPU    := $(if $(strip $(GPU_LAYERS)),--n-gpu-layers $(strip $(GPU_LAYERS)))
 
-.PHONY: install model test test-unit demo bench bench-scale gpu-check clean help
+.PHONY: install model families test test-unit demo bench bench-scale gpu-check clean help
 
 help:
 	@echo "make demo   install, fetch the model, run the pipeline: SL-CAI data, sft, export,"
 	@echo "            pairs, judge, build-pm, rl, export, eval (file targets: reruns resume)"
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
+	@echo "make families  build tiny models of ten model families (the test matrix) into models/families"
 	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
 	@echo "make bench-scale  training cost at 135M/360M/1B random-init models; refits the cost model"
 	@echo "make gpu-check    on a machine with an NVIDIA GPU: CUDA venv, generation/sft/build-pm/PPO measured"
@@ -64,7 +65,14 @@ model: $(MODEL_FILE)
 $(MODEL_FILE): | $(VENV)/.installed
 	$(CAI) fetch-model --dest models
 
-test: install model
+# Tiny random-weight models of ten families (Llama 3, Qwen 2.5/3, Gemma 2/3, Mistral, Phi-3.5,
+# DeepSeek-R1, gpt-oss, Granite) from llama.cpp's real vocabularies and templates in the
+# llama-cpp-python sdist (fetched from PyPI once, like the model): the family matrix's models
+families: install
+	@echo "Building the family matrix's tiny models into models/families (once; about a minute)"
+	@$(PY) tests/family_models.py models/families > /dev/null
+
+test: install model families
 	$(PY) -m pytest -q
 
 test-unit: install

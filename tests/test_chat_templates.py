@@ -192,3 +192,20 @@ def test_a_template_that_refuses_says_so_in_one_line(templates):
     with pytest.raises(TemplateError, match="Only one conversation shape") as refused:
         ChatTemplate(strict, name="strict.gguf")
     assert "strict.gguf" in str(refused.value)
+
+
+def test_a_server_answer_has_its_reasoning_taken_out_and_kept():
+    from cai_tools.engines.openai_http_engine import _parse_generation, chat_payload, choice_payload
+
+    answer = {"choices": [{"message": {"content": "<think>\nsecret plan\n</think>\n\nHello!",
+                                       "reasoning_content": "earlier thought"}, "finish_reason": "stop"}]}
+    gen = _parse_generation(answer)
+    assert gen.text == "Hello!" and gen.reasoning == "earlier thought\nsecret plan"
+    plain = _parse_generation({"choices": [{"message": {"content": "Hi <b>there</b>"}}]})
+    assert plain.text == "Hi <b>there</b>" and plain.reasoning is None
+    payload, _ = chat_payload("m", chat(), SamplingParams(), "off")
+    assert payload["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "chat_template_kwargs" not in chat_payload("m", chat(), SamplingParams(), "auto")[0]
+    # a judgement reads the first answer tokens: never after thinking
+    assert choice_payload("m", chat(), [" (A)", " (B)"], "The answer is:", "on")[0][
+        "chat_template_kwargs"] == {"enable_thinking": False}

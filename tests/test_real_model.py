@@ -126,3 +126,37 @@ def test_gguf_without_chat_template_needs_chat_format(model_path, tmp_path):
     assert len(scores) == 2 and all(s < 0 for s in scores)
     with pytest.raises(ModelError, match="human-assistant"):
         LlamaCppEngine(str(patched), EngineOptions(chat_format="no-such-format"))
+
+
+@pytest.mark.parametrize("template,says", [
+    (b"{% for m in messages %}{{ m.content }", b"does not parse"),
+    (b"{{ raise_exception('Tool calls only') }}", b"Tool calls only"),
+    (b"{{ messages[7].content }}", b"failed"),
+    (b"\xff\xfe{{ messages[0].content }}\xff", None),   # not UTF-8: read with replacement characters
+])
+def test_a_chat_format_template_that_fails_is_one_line(model_path, tmp_path, template, says):
+    from tests.conftest import run_cai
+
+    jinja = tmp_path / "format.jinja"
+    jinja.write_bytes(template)
+    out = run_cai("generate", "-m", model_path, "--chat-format", jinja, "--max-tokens", "4",
+                  input=b'{"prompt": "Hi"}\n')
+    if says is None:
+        assert out.returncode == 0, out.stderr.decode()
+        return
+    err = out.stderr.decode().strip().splitlines()
+    assert out.returncode == 1 and len(err) == 1 and says.decode() in err[0], err
+    assert "internal error" not in err[0] and "Traceback" not in out.stderr.decode()
+
+
+def test_eval_stops_on_a_model_the_check_finds_unusable(model_path, tmp_path):
+    from tests.conftest import run_cai
+
+    data = model_path.read_bytes()
+    patched = tmp_path / "no_template.gguf"
+    patched.write_bytes(data.replace(b"tokenizer.chat_template", b"tokenizer.chat_templatX"))
+    out = run_cai("eval", "-m", f"a={patched}", "-m", f"b={model_path}", "--out", tmp_path / "eval")
+    assert out.returncode == 1 and b"cannot be used: no chat template" in out.stderr, out.stderr.decode()
+    assert not (tmp_path / "eval" / "answers.jsonl").exists()
+    check = run_cai("models", "check", patched)
+    assert check.returncode == 1 and b"problem: no chat template" in check.stdout
