@@ -239,8 +239,9 @@ def _round_trip(model: str, run: Path, lora: Path) -> dict:
     effect (tuned minus base) between the two."""
     import numpy as np
     import torch
-    from llama_cpp import Llama
     from peft import PeftModel
+
+    from tests.logits import agreement, llama_cpp_logits
 
     from cai_tools.train.chat_tokens import prompt_ids
     from cai_tools.train.hf_models import load_causal_lm, load_tokenizer
@@ -254,17 +255,8 @@ def _round_trip(model: str, run: Path, lora: Path) -> dict:
         with model_hf.disable_adapter():
             hf_base = model_hf(input_ids=torch.tensor([ids])).logits[0].double().numpy()
 
-    def cpp(lora_path=None):
-        llm = Llama(model, lora_path=lora_path, n_ctx=512, logits_all=True, verbose=False)
-        try:
-            llm.eval(ids)
-            return np.array(llm.scores[:len(ids)], dtype=np.float64)
-        finally:
-            llm.close()
-
-    cpp_base, cpp_tuned = cpp(), cpp(str(lora))
-    top1 = float(np.mean(cpp_tuned.argmax(-1) == hf_tuned.argmax(-1)))
-    corr = float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(cpp_tuned, hf_tuned)]))
+    cpp_base, cpp_tuned = llama_cpp_logits(model, ids), llama_cpp_logits(model, ids, str(lora))
+    top1, corr = agreement(cpp_tuned, hf_tuned)
     effect = float(np.corrcoef((cpp_tuned - cpp_base).ravel(), (hf_tuned - hf_base).ravel())[0, 1])
     size = float(np.abs(hf_tuned - hf_base).mean())
     return {"tokens": len(ids), "top1": round(top1, 4), "corr": round(corr, 6), "effect_corr": round(effect, 4),

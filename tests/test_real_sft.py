@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import jsonl, run_cai
+from logits import agreement, llama_cpp_logits
 
 pytestmark = pytest.mark.model
 
@@ -86,23 +87,6 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(run, t
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
 
 
-def _llama_cpp_logits(model: str, tokens: list[int], lora: str | None = None) -> np.ndarray:
-    from llama_cpp import Llama
-
-    llm = Llama(model, lora_path=lora, n_ctx=512, logits_all=True, verbose=False)
-    try:
-        llm.eval(tokens)
-        return np.array(llm.scores[:len(tokens)], dtype=np.float64)
-    finally:
-        llm.close()
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1)))
-    corr = float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]))
-    return top1, corr
-
-
 @pytest.fixture(scope="module")
 def peft_logits(run, model_path):
     """Logits of base and base+adapter in transformers (the GGUF dequantized), on held-out text."""
@@ -126,9 +110,9 @@ def test_exported_adapter_reproduces_peft_logits_in_llama_cpp(run, model_path, p
     result = run_cai("export", str(run), "--gguf", str(adapter))
     assert result.returncode == 0, result.stderr
     tokens, hf_base, hf_tuned = peft_logits
-    cpp_base = _llama_cpp_logits(str(model_path), tokens)
-    cpp_tuned = _llama_cpp_logits(str(model_path), tokens, lora=str(adapter))
-    top1, corr = _agreement(cpp_tuned, hf_tuned)
+    cpp_base = llama_cpp_logits(str(model_path), tokens)
+    cpp_tuned = llama_cpp_logits(str(model_path), tokens, lora=str(adapter))
+    top1, corr = agreement(cpp_tuned, hf_tuned)
     print(f"adapter: top-1 {top1:.3f}, correlation {corr:.4f}")
     assert top1 >= 0.95 and corr >= 0.99, (top1, corr)
     # The adapter changes llama.cpp's output, and in the same direction as it changes PEFT's.
@@ -148,7 +132,7 @@ def test_merged_export_reproduces_peft_logits(run, peft_logits, tmp_path, out_ty
     result = run_cai("export", str(run), "--gguf", str(merged), "--merged", "--type", out_type)
     assert result.returncode == 0, result.stderr
     tokens, _, hf_tuned = peft_logits
-    top1, corr = _agreement(_llama_cpp_logits(str(merged), tokens), hf_tuned)
+    top1, corr = agreement(llama_cpp_logits(str(merged), tokens), hf_tuned)
     print(f"merged {out_type}: top-1 {top1:.3f}, correlation {corr:.4f}")
     assert top1 >= MERGED_TOP1[out_type] and corr >= 0.99, (top1, corr)
 
@@ -172,7 +156,7 @@ def test_quantized_merged_export_loads_in_llama_cpp_and_keeps_the_logits(run, pe
 
     assert ftype == getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{out_type.upper()}")
     tokens, _, hf_tuned = peft_logits
-    top1, corr = _agreement(_llama_cpp_logits(str(merged), tokens), hf_tuned)
+    top1, corr = agreement(llama_cpp_logits(str(merged), tokens), hf_tuned)
     print(f"merged {out_type}: top-1 {top1:.3f}, correlation {corr:.4f}, {merged.stat().st_size / 2**20:.1f} MiB")
     assert top1 >= QUANT_TOP1[out_type] and corr >= 0.98, (top1, corr)
 
