@@ -82,3 +82,14 @@ def test_win_rate_intervals_contain_the_estimate_and_shrink_with_prompts():
     assert widths[1] < widths[0] / 2
     with pytest.raises(ValueError):
         win_rate_intervals(small[0], small[1][:-1])
+
+
+def test_elo_intervals_resample_prompts_not_comparisons():
+    """Two prompts whose many comparisons all go one way each: the models' difference is one draw
+    per prompt, so the interval over prompts is wide where one over comparisons is narrow."""
+    comps = [("a", "b", 1.0)] * 20 + [("a", "b", 0.0)] * 20
+    prompts = ["p1"] * 20 + ["p2"] * 20
+    by_prompt = elo_intervals(comps, prompts, samples=200, seed=0)
+    by_comparison = elo_intervals(comps, samples=200, seed=0)
+    width = lambda ci: ci["a"][1] - ci["a"][0]  # noqa: E731
+    assert width(by_prompt) > 3 * width(by_comparison), (by_prompt, by_comparison)

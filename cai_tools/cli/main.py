@@ -17,6 +17,7 @@ from .format import format_
 from .generate import generate
 from .judge import judge
 from .judge_check import judge_check
+from .label import label
 from .pairs import pairs
 from .redteam import redteam
 from .revise import revise
@@ -38,6 +39,7 @@ app.command()(revise)
 app.command()(judge)
 app.command("judge-check")(judge_check)
 app.command()(pairs)
+app.command()(label)
 app.command()(redteam)
 app.command("format")(format_)
 app.command()(sft)

@@ -283,9 +283,10 @@ def summarize(models: Sequence[ModelSpec], answers: Sequence[dict], comparisons:
         if not comps:
             continue
         elo = elo_ratings(comps)
-        ci = elo_intervals(comps, samples=settings.bootstrap, level=settings.level, seed=settings.seed)
+        prompt_ids = [c["prompt_id"] for c in mine]
+        ci = elo_intervals(comps, prompt_ids, samples=settings.bootstrap, level=settings.level, seed=settings.seed)
         rates = win_rates(comps)
-        rate_ci = win_rate_intervals(comps, [c["prompt_id"] for c in mine], samples=settings.bootstrap,
+        rate_ci = win_rate_intervals(comps, prompt_ids, samples=settings.bootstrap,
                                      level=settings.level, seed=settings.seed)
         axes[set_name] = {"comparisons": len(comps),
                           "win_rate": {a: {b: rates.get((a, b)) for b in names if b != a} for a in names},

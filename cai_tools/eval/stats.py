@@ -3,9 +3,9 @@
 Comparisons are soft: each is (model a, model b, s) with s = P(a's answer is better) from
 the two-order judge. Win rates average s per ordered pair of models. Elo ratings are the
 Bradley-Terry fit of all comparisons (the paper's headline metric), lightly regularized,
-on the Elo scale (400 · log10 odds), anchored so the ratings average 0; intervals come from
-a seeded bootstrap over comparisons. Win-rate intervals resample prompts instead: the
-comparisons of one prompt share its answers, so they are not independent draws.
+on the Elo scale (400 · log10 odds), anchored so the ratings average 0. Intervals of both come
+from a seeded bootstrap over prompts: the comparisons of one prompt share its answers, so they
+are not independent draws (a bootstrap over comparisons gives intervals that are too narrow).
 ``is_refusal`` is the evasiveness detector.
 """
 
@@ -94,13 +94,19 @@ def elo_ratings(comparisons: Sequence[Comparison], *, prior: float = 0.5, iterat
     return {m: (v - mean) * ELO_SCALE for m, v in logs.items()}
 
 
-def elo_intervals(comparisons: Sequence[Comparison], *, samples: int = 200, level: float = 0.95,
-                  seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of the Elo ratings (resampling comparisons)."""
+def elo_intervals(comparisons: Sequence[Comparison], prompts: Sequence[str] | None = None, *,
+                  samples: int = 200, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the Elo ratings, resampling prompts (``prompts[i]`` is the
+    prompt comparison i was judged on) with all of each drawn prompt's comparisons: they share
+    its answers, so they are not independent draws. Without ``prompts``, comparisons are."""
+    clusters: dict[str, list[Comparison]] = defaultdict(list)
+    for i, comparison in enumerate(comparisons):
+        clusters[prompts[i] if prompts is not None else str(i)].append(comparison)
+    groups = list(clusters.values())
     rng = random.Random(seed)
     draws: dict[str, list[float]] = defaultdict(list)
     for _ in range(samples):
-        resampled = [comparisons[rng.randrange(len(comparisons))] for _ in comparisons]
+        resampled = [c for _ in groups for c in groups[rng.randrange(len(groups))]]
         for model, rating in elo_ratings(resampled, tol=1e-8).items():
             draws[model].append(rating)
     return {model: percentile_interval(values, level) for model, values in draws.items()}

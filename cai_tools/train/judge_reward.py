@@ -8,6 +8,10 @@ record's ``response`` (``--judge-against reference``; reward: P(it beats the ref
 comparison draws one of the constitution's judge principles, seeded by the run seed, the prompt
 and the unordered pair, so a repeated comparison asks the same question; those are answered
 from a cache instead of the judge.
+
+``--judge rule:NAME[=ARG]`` (or ``py:MODULE:FUNCTION``) puts a rule in the judge's place: the
+answer the rule scores higher wins (a tie is 0.5). The same grouping and reward then have a
+known right answer (``make sanity``).
 """
 
 from __future__ import annotations
@@ -36,22 +40,30 @@ class JudgeReward:
         from ..engines.base import EngineOptions
         from ..engines.registry import open_engine
 
+        self.against, self.seed = cfg.judge_against, cfg.seed
+        self.cache: dict[bytes, float] = {}
+        self.stats = {"comparisons": 0, "cached": 0, "judge_s": 0.0}
+        self.engine = self.rule = None
+        if is_rule_judge(cfg.judge):
+            from .rule_rewards import parse_reward
+
+            self.rule = parse_reward(cfg.judge)
+            on_note(f"direct RLAIF with a rule as the judge: {cfg.judge} picks the better answer of each pair")
+            return
         self.constitution = load_constitution(cfg.judge_constitution)
         if not self.constitution.judge:
             from ..errors import ConstitutionError
 
             raise ConstitutionError("has no judge principles: --judge needs a constitution with a 'judge' list",
                                     where=self.constitution.path)
-        self.against, self.seed = cfg.judge_against, cfg.seed
         self.engine = open_engine(EngineOptions(model=cfg.judge, n_gpu_layers=cfg.judge_gpu_layers), note=on_note)
-        self.cache: dict[bytes, float] = {}
-        self.stats = {"comparisons": 0, "cached": 0, "judge_s": 0.0}
         on_note(f"direct RLAIF: {cfg.judge} judges each answer against "
                 + ("the others of its group" if self.against == "group" else "the prompt's reference answer")
                 + f" ({self.constitution.name} judge principles, both orders)")
 
     def close(self) -> None:
-        self.engine.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def __call__(self, prompts, completions, reference=None, messages=None, **_) -> list[float]:
         prompts = messages or prompts   # the conversations, when TRL's prompts are rendered text
@@ -73,12 +85,22 @@ class JudgeReward:
         sizes = {i: len(members) for members in groups.values() for i in members}
         return [wins[i] / (sizes[i] - 1) if sizes[i] > 1 else 0.5 for i in range(len(answers))]
 
+    def _rule_prefers(self, prompt, a: str, b: str) -> float:
+        from .rule_rewards import prompt_of
+
+        text = prompt_of(_messages(prompt))
+        ra, rb = self.rule.score(text, a, f"prompt {text[:60]!r}"), self.rule.score(text, b, f"prompt {text[:60]!r}")
+        self.stats["comparisons"] += 1
+        return 1.0 if ra > rb else 0.0 if ra < rb else 0.5
+
     def _prefer(self, wanted: list[tuple]) -> list[float]:
         """P(first better) for each (prompt, first, second), from the cache or the judge."""
         from ..engines.base import ItemError
         from ..errors import InputError
         from ..sl.judge import prefer_first
 
+        if self.rule is not None:
+            return [self._rule_prefers(prompt, a, b) for prompt, a, b in wanted]
         keys, todo = [], {}
         for prompt, a, b in wanted:
             key = _key(prompt, a, b)
@@ -118,6 +140,11 @@ def prompts_with_references(paths: list[str]) -> list[dict]:
             raise InputError("no prompts in this file (is it empty?)", where=path)
         rows += found
     return rows
+
+
+def is_rule_judge(judge: str) -> bool:
+    """Whether ``--judge`` names a rule (``rule:`` or ``py:``) rather than a model."""
+    return judge.startswith(("rule:", "py:"))
 
 
 def _messages(prompt) -> list[dict]:

@@ -55,13 +55,21 @@ _NOT_IN_DPO = ("reward", "kl")   # DPO has no reward model and logs no KL
 _WORD = re.compile(r"[^\W_]+")
 
 
-def _words(text: str) -> list[str]:
-    # apostrophes dropped, not split on: "it's" and "it’s" are one word, "its"
+def answer_words(text: str) -> list[str]:
+    """An answer's words, lower-cased; apostrophes dropped, not split on ("it's" and "it’s" are
+    one word, "its"). What ``response_words`` counts and the length rule measures."""
     return _WORD.findall(text.lower().replace("\u2019", "").replace("'", ""))
 
 
+
 def _phrase_keys(phrases: Iterable[str]) -> list[str]:
-    return [f" {' '.join(_words(p))} " for p in phrases if _words(p)]
+    return [f" {' '.join(answer_words(p))} " for p in phrases if answer_words(p)]
+
+
+def has_boilerplate(text: str, phrases: Iterable[str] = BOILERPLATE) -> bool:
+    """Whether ``text`` holds one of ``phrases`` (matched on words, as ``boilerplate_share``)."""
+    joined = f" {' '.join(answer_words(text))} "
+    return any(key in joined for key in _phrase_keys(phrases))
 
 
 def repeated_ngram_share(words: Sequence[str], n: int = NGRAM) -> float:
@@ -77,7 +85,7 @@ def repeated_ngram_share(words: Sequence[str], n: int = NGRAM) -> float:
 
 def _answer_values(text: str, keys: list[str]) -> dict[str, float]:
     """One answer's values of ``MONITORS`` (``keys``: the boilerplate phrases, normalized)."""
-    words = _words(text)
+    words = answer_words(text)
     joined = f" {' '.join(words)} "
     return {"response_words": float(len(words)), "repeated_ngram_share": repeated_ngram_share(words),
             "refusal_rate": float(is_refusal(text)),

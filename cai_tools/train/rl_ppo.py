@@ -83,6 +83,11 @@ class RLConfig(TrainingConfig):
     judge_constitution: str = option("harmless", "--judge: the constitution whose judge principles it uses.")
     judge_gpu_layers: int | None = option(
         None, "--judge: llama.cpp layers on the GPU (default: all when llama.cpp has a GPU backend).")
+    reward: list[str] = option(
+        default_factory=list, help="ppo/grpo/rloo: a rule reward, rule:NAME[=ARG] (length=N, no-refusal, "
+                                   "no-boilerplate, regex=P, not-regex=P) or py:MODULE:FUNCTION; alone, or "
+                                   "added to --pm or --judge. Repeatable.")
+    reward_weight: float = option(1.0, "Weight of each --reward rule against the PM or judge (which counts 1).")
     stop_when: list[str] = option(
         default_factory=list, help="Stop after the first step at which this holds, e.g. 'kl>8', "
                                    "'response_length>120', 'repeated_ngram_share>=0.5' (any of "
@@ -108,12 +113,16 @@ class RLConfig(TrainingConfig):
         if self.algo == "dpo":
             if not self.data:
                 raise UsageError("--algo dpo trains on preference records: pass --data FILE")
+            if self.reward:
+                raise UsageError("--reward is a reward for ppo, grpo and rloo; DPO learns from preference "
+                                 "pairs: relabel them by a rule with 'cai label --rule' instead")
         else:
-            if not self.pm and not self.judge:
-                raise UsageError(f"--algo {self.algo} needs a reward: a preference model (--pm RUN) "
-                                 "or a judge (--judge MODEL, direct RLAIF)")
+            if not self.pm and not self.judge and not self.reward:
+                raise UsageError(f"--algo {self.algo} needs a reward: a preference model (--pm RUN), a judge "
+                                 "(--judge MODEL, direct RLAIF) or a rule (--reward rule:NAME)")
             if not self.prompts:
                 raise UsageError("no prompts: pass --prompts FILE")
+        self._check_rewards()
         if self.labels not in ("hard", "soft"):
             raise UsageError(f"--labels must be hard or soft, got {self.labels!r}")
         if self.judge:
@@ -122,8 +131,12 @@ class RLConfig(TrainingConfig):
             if self.pm:
                 raise UsageError("give --pm or --judge, not both: they are two kinds of reward")
             from ..engines.registry import registered
+            from .judge_reward import is_rule_judge
+            from .rule_rewards import parse_reward
 
-            if not self.judge.startswith(("http://", "https://")) and not registered(self.judge):
+            if is_rule_judge(self.judge):
+                parse_reward(self.judge)   # a rule in the judge's place: checked here
+            elif not self.judge.startswith(("http://", "https://")) and not registered(self.judge):
                 from ..model_files import check_gguf_file
 
                 # before the policy loads: a wrong judge path is one line, not a minute later
@@ -134,6 +147,26 @@ class RLConfig(TrainingConfig):
                 raise UsageError("--judge-against group compares answers within a group: "
                                  "--num-generations must be at least 2")
         parse_stop_when(self.stop_when, self.algo)  # a bad condition fails here, before anything loads
+
+    def _check_rewards(self) -> None:
+        """--reward specs parse (an unknown rule lists the rules) and --reward-weight has a use."""
+        from .rule_rewards import parse_reward
+
+        for spec in self.reward:
+            parse_reward(spec)
+        if self.reward_weight != 1.0 and not self.reward:
+            raise UsageError("--reward-weight weighs --reward rules: give --reward rule:NAME as well")
+        if self.reward_weight != 1.0 and not (self.pm or self.judge):
+            raise UsageError("--reward-weight weighs the --reward rules against --pm or --judge; with rules "
+                             "alone there is nothing to weigh them against")
+        if self.reward_weight <= 0 and self.reward:
+            raise UsageError(f"--reward-weight must be positive, got {self.reward_weight}")
+
+    def reward_rules(self):
+        """The --reward rules as one weighted reward (None without any)."""
+        from .rule_rewards import RuleRewards
+
+        return RuleRewards(self.reward, self.reward_weight) if self.reward else None
 
 
 def load_prompts(paths: list[str]) -> list[list[dict]]:
@@ -190,8 +223,11 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         if processes.count > len(prompts):
             raise UsageError(f"{processes.count} processes but only {len(prompts)} prompts: "
                              "launch at most as many processes as there are prompts")
-    on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy}) and the PM ({cfg.pm})")
-    pm = load_pm(cfg, base, device, on_note)
+    rules = cfg.reward_rules()
+    on_note(f"{len(prompts)} prompts; loading the policy ({cfg.policy})" + (f" and the PM ({cfg.pm})" if cfg.pm else "")
+            + (f"; rule rewards {', '.join(cfg.reward)}" + (f" (weight {cfg.reward_weight})" if cfg.pm else "")
+               if rules else ""))
+    pm = load_pm(cfg, base, device, on_note) if cfg.pm else None
     tokenizer = load_tokenizer(str(sft_run) if sft_run else base, base)
     tokenizer.padding_side = "left"
 
@@ -205,10 +241,14 @@ def train_ppo(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
     if not cfg.load_in:  # a quantized base was loaded onto the device (bitsandbytes forbids moving it)
         model = model.to(device)
-    if pm is None:
+    if pm is None and cfg.pm:
         from .rl_shared_pm import SharedRewardModel
 
         pm = SharedRewardModel(model, cfg.pm, sft_run)
+    if rules is not None:
+        from .rule_rewards import HybridReward
+
+        pm = rules if pm is None else HybridReward(pm, rules)
     value_head = torch.nn.Linear(model.config.hidden_size, 1).to(device)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)

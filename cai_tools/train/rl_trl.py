@@ -79,8 +79,8 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
         from .judge_reward import JudgeReward
 
         judge = JudgeReward(cfg, on_note)
-    pm = None if cfg.algo == "dpo" or judge else load_pm(cfg, base, device, on_note)
-    if cfg.algo != "dpo" and not judge and pm is None:
+    pm = None if cfg.algo == "dpo" or judge or not cfg.pm else load_pm(cfg, base, device, on_note)
+    if cfg.algo != "dpo" and not judge and cfg.pm and pm is None:
         # Shared base: the PM's adapter joins the policy's PeftModel, so that is built here, not in TRL.
         from peft import get_peft_model
 
@@ -96,7 +96,7 @@ def train_trl(cfg: RLConfig, *, resume: bool = False, on_step: Callable[[dict], 
                   gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS, disable_tqdm=True,
                   ddp_find_unused_parameters=False)  # only the RL adapter trains (several processes)
     trainer = _trainer(cfg, model, tokenizer, dataset, lora, common,
-                       None if cfg.algo == "dpo" else judge or _pm_reward(pm))
+                       None if cfg.algo == "dpo" else _reward_function(judge, pm, cfg.reward_rules()))
     _reference_is_starting_policy(trainer.model)
     from transformers import PrinterCallback
 
@@ -198,19 +198,28 @@ def _with_cai_tokens(trainer_class):
     return CaiTokens
 
 
-def _pm_reward(pm):
-    """The PM (a RewardModel or SharedRewardModel) as a TRL reward function over text; ``messages``
-    (a dataset column) are the prompts as conversations."""
+def _reward_function(judge, pm, rules):
+    """One TRL reward function over text: the judge's (direct RLAIF) or the PM's (a RewardModel or
+    SharedRewardModel), plus the weighted rule rewards; ``messages`` (a dataset column) are the
+    prompts as conversations."""
 
-    def pm_reward(prompts, completions, messages=None, **_):
+    def reward(prompts, completions, messages=None, **kwargs):
         convs = []
         for prompt, completion in zip(messages or prompts, completions):
             answer = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
             convs.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + answer)
-        return pm.rewards(convs)
+        if judge is not None:
+            total = judge(prompts, completions, messages=messages, **kwargs)
+        elif pm is not None:
+            total = pm.rewards(convs)
+        else:
+            total = [0.0] * len(convs)
+        if rules is not None:
+            total = [a + b for a, b in zip(total, rules.rewards(convs))]
+        return total
 
-    pm_reward.__name__ = "pm_reward"
-    return pm_reward
+    reward.__name__ = "judge_reward" if judge is not None else "pm_reward" if pm is not None else "rule_reward"
+    return reward
 
 
 def _as_text(tokenizer, rows: list[dict]) -> list[dict]:
