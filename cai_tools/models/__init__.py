@@ -1,0 +1,1 @@
+"""What cai knows about models: chat templates and their quirks, model families, checks."""
