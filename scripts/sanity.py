@@ -115,7 +115,7 @@ class Check:
         shutil.rmtree(pm, ignore_errors=True)
         cai("build-pm", "--base", self.args.model, "--data", pairs, "--eval-fraction", 0.25,
             "--max-steps", self.args.pm_steps, "--seed", self.args.seed, "-q", "--out", pm, log=self.log)
-        return pm, json.loads((pm / "cai_run.json").read_text())
+        return pm, json.loads((pm / "eval.json").read_text())
 
     def train_run(self, name: str, pm: Path, pairs: Path) -> Path:
         run = self.out / name.replace(" ", "_").replace("(", "").replace(")", "")
@@ -134,7 +134,7 @@ class Check:
         if step is not None:   # a checkpoint is exported like a run: its adapter with the run's facts
             source = run / f"mid-{step}"
             shutil.rmtree(source, ignore_errors=True)
-            shutil.copytree(run / "checkpoints" / f"step-{step}", source)
+            shutil.copytree(run / "checkpoints" / f"step-{step:06d}", source)
             shutil.copy(run / "cai_run.json", source / "cai_run.json")
         gguf = source.with_suffix(".gguf") if step is None else source / "adapter.gguf"
         cai("export", source, "--gguf", gguf, log=self.log)
@@ -167,7 +167,7 @@ def main() -> None:
           "prompts", file=sys.stderr)
     pairs = check.pairs()
     pm, pm_info = check.build_pm(pairs)
-    results = {"rule": check.rule_spec, "model": args.model, "steps": args.steps, "pm": pm_info.get("eval")}
+    results = {"rule": check.rule_spec, "model": args.model, "steps": args.steps, "pm": pm_info}
     lines = [f"build-pm: held-out accuracy {_pm_line(pm_info)}"]
     print(lines[0], file=sys.stderr)
     names = list(RUNS) if args.algos == "all" else [n.strip() for n in args.algos.split(",")]
@@ -193,13 +193,13 @@ def main() -> None:
                      *lines, f"plot: {check.out / 'sanity.png'}"]))
 
 
-def _pm_line(info: dict) -> str:
-    ev = info.get("eval") or {}
-    ci = ev.get("accuracy_ci") or ev.get("accuracy_interval")
-    acc = ev.get("accuracy")
+def _pm_line(ev: dict) -> str:
+    """The PM's held-out accuracy on the rule's labels, with its Wilson interval and verdict."""
+    acc, ci = ev.get("accuracy"), ev.get("accuracy_interval")
     if acc is None:
-        return "not reported"
-    return f"{acc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" on {ev.get('pairs', '?')} pairs"
+        return "not reported (no decided held-out pairs)"
+    return (f"{acc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" on {ev.get('pairs', '?')} pairs"
+            + f": {ev.get('verdict', '?')}")
 
 
 def _plot(curves: dict, args, path: Path) -> None:

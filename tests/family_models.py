@@ -123,7 +123,7 @@ def _copy_tokenizer(writer, vocab_path: Path, family: Family, template: str) -> 
     return len(tokens)
 
 
-def _tensors(arch: str, n_vocab: int, rng) -> dict[str, np.ndarray]:
+def _tensors(arch: str, n_vocab: int, rng, output_scale: float = 0.05) -> dict[str, np.ndarray]:
     head = HEAD_DIM.get(arch, HIDDEN // HEADS)
     q, kv = HEADS * head, KV_HEADS * head
 
@@ -135,7 +135,7 @@ def _tensors(arch: str, n_vocab: int, rng) -> dict[str, np.ndarray]:
 
     out = {"token_embd.weight": w(n_vocab, HIDDEN), "output_norm.weight": norm(HIDDEN)}
     if arch not in ("gemma2",):   # gemma2 ties its output to the embedding
-        out["output.weight"] = w(n_vocab, HIDDEN)
+        out["output.weight"] = w(n_vocab, HIDDEN) * (output_scale / 0.05)
     for b in range(LAYERS):
         p = f"blk.{b}."
         out[p + "attn_norm.weight"] = norm(HIDDEN)
@@ -190,6 +190,50 @@ def _arch_keys(writer, arch: str, n_vocab: int) -> None:
         writer.add_float32(f"{arch}.embedding_scale", 12.0)
         writer.add_float32(f"{arch}.residual_scale", 0.22)
         writer.add_float32(f"{arch}.logit_scale", 8.0)
+
+
+def build_small_vocab(out_dir: Path, n_vocab: int = 512, models: Path | None = None, seed: int = 0) -> Path:
+    """A llama model whose vocabulary is llama-spm's first ``n_vocab`` tokens (bytes and the commonest
+    pieces) under the ChatML template of Qwen 2.5: random weights whose answers a few training steps
+    can visibly move, for the tests that check each algorithm moves a model the right way."""
+    import gguf
+
+    from cai_tools.models.gguf_reading import gguf_reader
+
+    out = Path(out_dir) / f"small-vocab-{n_vocab}.gguf"
+    if out.is_file():
+        return out
+    models = models or sdist_models()
+    fields = gguf_reader(models / "ggml-vocab-llama-spm.gguf").fields
+    tokens = list(fields["tokenizer.ggml.tokens"].contents())[:n_vocab]
+    types = list(fields["tokenizer.ggml.token_type"].contents())[:n_vocab]
+    scores = list(fields["tokenizer.ggml.scores"].contents())[:n_vocab]
+    tokens[3:5], types[3:5] = ["<|im_start|>", "<|im_end|>"], [int(gguf.TokenType.CONTROL)] * 2
+    writer = gguf.GGUFWriter(None, "llama")
+    writer.add_name("tiny-small-vocab")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_scores(scores)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(4)
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(template_text("Qwen-Qwen2.5-7B-Instruct", models))
+    _arch_keys(writer, "llama", n_vocab)
+    # A wider output layer than the family models': at 0.05 a hidden state aligned with one token
+    # still gives it about 5 % of the mass, and no training can make an answer likely.
+    for name, value in _tensors("llama", n_vocab, np.random.default_rng(seed), output_scale=0.5).items():
+        writer.add_tensor(name, value)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    writer.write_header_to_file(tmp)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out
 
 
 def build(family: Family | str, out_dir: Path, models: Path | None = None, seed: int = 0) -> Path:
