@@ -336,6 +336,16 @@ def test_cli_usage_errors_exit_2():
     assert proc.returncode == 2 and b"--shots must be at least 1" in proc.stderr
 
 
+def test_cli_resume_refuses_a_file_that_is_not_its_output_and_leaves_it_as_it_is(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"line1\nimportant last line")
+    proc = run_cai("redteam", "data/redteam.jsonl", "-n", "2", "--model", "fake", "--resume", notes)
+    errors = [x for x in proc.stderr.decode().splitlines() if "error" in x]
+    assert proc.returncode == 1 and proc.stdout == b"" and len(errors) == 1, proc.stderr
+    assert f"{notes}:1: malformed JSON" in errors[0]
+    assert notes.read_bytes() == b"line1\nimportant last line"
+
+
 def test_cli_reports_counts_and_fails_clearly_when_the_budget_runs_out(tmp_path):
     # The fake engine's replies ("fake reply <hash>") are fragments: nothing can be kept.
     stats_path = tmp_path / "stats.json"

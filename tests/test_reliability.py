@@ -104,6 +104,27 @@ def test_resume_after_a_cut_anywhere_writes_each_record_once(step, cut, chain, t
     assert len({r["id"] for r in written}) == len(written)
 
 
+def test_resume_refuses_a_file_that_is_not_the_steps_output_and_leaves_it_as_it_is(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"line1\nimportant last line")
+    result = run_cai("generate", "--model", "fake", "--resume", notes, input=jsonl(PROMPTS))
+    errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 1 and result.stdout == b"" and len(errors) == 1, result.stderr
+    assert f"{notes}:1: malformed JSON" in errors[0] and "left as it is" in errors[0]
+    assert notes.read_bytes() == b"line1\nimportant last line"
+
+
+def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(chain, tmp_path):
+    full = run_cai("generate", *STEP_ARGS["generate"], "-q", input=chain["generate"])
+    lines = full.stdout.splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"".join(lines[:3]).rstrip(b"\n"))
+    resumed = _resume_into(out, "generate", chain["generate"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert b"resumed: skipped 3 record(s)" in resumed.stderr and b"removed" not in resumed.stderr
+    assert out.read_bytes() == full.stdout
+
+
 # ---------------------------------------------------------------- --on-error skip
 
 

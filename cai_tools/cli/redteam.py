@@ -11,7 +11,7 @@ import typer
 
 from ..constitution import load_constitution
 from ..errors import CaiError, UsageError
-from ..records import RecordWriter, cut_incomplete_last_line, read_records
+from ..records import RecordWriter, resume_records
 from ..sl.redteam import RedteamSettings, RedteamStats, read_seeds, redteam as redteam_step
 from .options import dataclass_options
 from .running import Console, Progress, cli_errors, stdout_bytes
@@ -47,10 +47,7 @@ def redteam(
         shown, all_seeds = read_seeds(seeds, settings.split)
         if len(shown) < settings.shots:
             console.note(f"only {len(shown)} seed prompts to show: --shots {len(shown)}")
-        done = []
-        if opts.resume is not None and opts.resume.exists():
-            cut_incomplete_last_line(opts.resume)
-            done = list(read_records(opts.resume))
+        done = resume_records(opts.resume) if opts.resume is not None else []
         console.note(f"{settings.n} prompts on {len(themes)} themes of {const.name}, "
                      f"{min(settings.shots, len(shown))} of {len(shown)} seed prompts shown each time"
                      + (", each with a benign match" if settings.benign else ""))
