@@ -70,7 +70,9 @@ def base_kind(base: str) -> str:
 
         check_hf_model_folder(path)
         return "hf"
-    raise ModelError(f"base model not found: {base} is neither a GGUF file nor a Hugging Face "
+    from ..engines.server_urls import masked
+
+    raise ModelError(f"base model not found: {masked(base)} is neither a GGUF file nor a Hugging Face "
                      "model folder (with config.json)")
 
 
