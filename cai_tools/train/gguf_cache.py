@@ -72,7 +72,7 @@ def weights_folder(gguf: str | os.PathLike, dtype, on_note: Callable[[str], None
 
         path = Path(gguf).resolve()
         model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True,
+            str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True, trust_remote_code=False,
             quantization_config=GgufConfig(dequantize=True))
         # Dequantized weights are ordinary ones: drop the GGUF marks save_pretrained refuses.
         model.hf_quantizer = None
@@ -105,8 +105,8 @@ def tokenizer_folder(gguf: str | os.PathLike) -> Path:
         from transformers import AutoTokenizer
 
         path = Path(gguf).resolve()
-        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
-                                      local_files_only=True).save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
+                                      trust_remote_code=False).save_pretrained(str(tmp))
         restore_control_tokens(tmp / "tokenizer.json", path)
 
     return _write_once(folder, write, gguf)
