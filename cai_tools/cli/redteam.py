@@ -14,7 +14,7 @@ from ..errors import CaiError, UsageError
 from ..records import RecordWriter, resume_records
 from ..sl.redteam import RedteamSettings, RedteamStats, read_seeds, redteam as redteam_step
 from .options import dataclass_options
-from .running import Console, Progress, cli_errors, stdout_bytes
+from .running import Console, Progress, check_output, cli_errors, stdout_bytes
 from .step_options import StepOptions, generating_step
 
 SeedsArg = Annotated[str, typer.Argument(
@@ -39,6 +39,8 @@ def redteam(
     few_shot_ids (benign ones: match). Counts per theme and drop reason on stderr."""
     console = Console("redteam", opts.quiet)
     with cli_errors("redteam", opts.debug):
+        if stats_file is not None:
+            check_output(stats_file, "--stats")   # now, not after the records are made
         const = load_constitution(settings.constitution)
         try:
             themes = settings.check(const)
