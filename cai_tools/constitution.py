@@ -25,6 +25,7 @@ typo never silently drops a principle)::
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConstitutionError
+from .yaml_files import error_line, load_yaml
 
 CONSTITUTIONS_DIR = Path(__file__).resolve().parent.parent / "constitutions"
 
@@ -182,11 +184,10 @@ def load_constitution(name_or_path: str) -> Constitution:
     ConstitutionError naming the file (and line) when it is missing, unreadable or invalid."""
     path = find_constitution(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        loc = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConstitutionError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=loc) from None
+        problem, line = error_line(exc)
+        raise ConstitutionError(f"not valid YAML: {problem}", where=f"{path}:{line}" if line else str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConstitutionError(f"cannot read: {exc}", where=str(path)) from None
     return parse_constitution(data, str(path))
@@ -287,7 +288,9 @@ def _entries(data: dict, key: str, allowed: set, required_fields: tuple, fail, r
             fail(f"duplicate id '{item['id']}'", entry)
         seen.add(item["id"])
         weight = item.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            fail(f"'weight' must be a positive number, got {weight!r}", entry)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            fail(f"'weight' must be a positive number (and finite), got {weight!r}", entry)
         out.append({**{f: item[f] for f in required_fields}, "weight": float(weight)})
+    if not math.isfinite(sum(item["weight"] for item in out)):   # sampling adds them up
+        fail(f"the weights of '{key}' add up to more than a number can hold: use smaller ones")
     return out

@@ -7,6 +7,7 @@ file, so no model hub is ever needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -57,7 +58,9 @@ def check_gguf_file(path: str | os.PathLike, *, adapter: bool = False) -> Path:
     (not a LoRA adapter) unless ``adapter``."""
     p = Path(path)
     if not p.exists():
-        raise ModelError(f"model file not found: {p}")
+        from .engines.server_urls import is_url, masked
+
+        raise ModelError(f"model file not found: {masked(str(path)) if is_url(str(path)) else p}")
     if not p.is_file():
         raise ModelError(f"model path is not a file: {p}")
     try:
@@ -158,28 +161,34 @@ def _check_lora_values(p: Path, adapter, meta, warn) -> None:
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """A cheap content fingerprint for provenance: sha256 of size + first and last 4 MiB.
+    """A model file's identity, for provenance and the caches keyed by it (the dequantized
+    safetensors copy, the on-disk prefix KV cache): the start of its whole content's SHA-256.
 
-    Hashing a whole multi-GB model at every step would cost seconds; this still tells
-    different model files apart.
+    Measured on 2 cores: 0.7 s per GiB from the page cache, 1.6 s per GiB from disk (an 8B
+    Q4_K_M file of 4.9 GB: 3.3 s and 7.8 s), once per process. Two files that differ anywhere,
+    even only in the middle, differ here.
     """
-    p = Path(path)
-    size = p.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    chunk = 4 << 20
-    with open(p, "rb") as fh:
-        h.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(size - chunk, chunk))
-            h.update(fh.read(chunk))
-    return "fp:" + h.hexdigest()[:16]
+    return "fp:" + content_sha256(path)[:32]
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a whole file, hashed once per process while the file stays as
+    it is (same size, mtime, inode and ctime): provenance and a cache key may both need it."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _hashed(str(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed(path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
+    return sha256_file(path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 hex digest of a whole file (read in 1 MiB blocks)."""
+    """The SHA-256 hex digest of a whole file (read in 8 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(8 << 20), b""):
             h.update(block)
     return h.hexdigest()
 

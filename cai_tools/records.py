@@ -18,6 +18,7 @@ import orjson
 from .errors import InputError, RecordError
 
 CAI_KEY = "_cai"
+NEWLINE = b"\n"
 
 
 class SourceRecord(dict):
@@ -181,41 +182,86 @@ def with_error(record: dict, step: str, message: str) -> dict:
 # ---------------------------------------------------------------- resume
 
 
-def cut_incomplete_last_line(path: Path) -> bytes:
-    """Remove a partial last line a killed run left (so appending continues with whole
-    lines); the file's contents after that."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[:data.rfind(b"\n") + 1]
-        with open(path, "r+b") as fh:
-            fh.truncate(len(data))
-        print(f"cai: {path}: removed an incomplete last line left by the interrupted run",
-              file=sys.stderr)
-    return data
+def repair_for_append(path: str | os.PathLike) -> None:
+    """Make an interrupted run's output file safe to append to, or refuse it untouched.
 
-
-def read_done_ids(path: str | os.PathLike, *, repair: bool = True) -> set[str]:
-    """Ids already present in the output of an interrupted run.
-
-    A run killed mid-write can leave a partial last line; it is cut off (with a note on
-    stderr) so the resumed run appends whole lines only.
+    Every whole line must be a JSON object (a record); InputError naming the line otherwise, so
+    that a file given to ``--resume`` by mistake is never changed. A last line without its
+    newline is the start of a record a killed run cut off (removed, with a note on stderr) or a
+    whole record (its newline is added); anything else is refused.
     """
     p = Path(path)
-    if not p.exists():
-        return set()
-    data = cut_incomplete_last_line(p) if repair else p.read_bytes()
-    data = data[:data.rfind(b"\n") + 1]
-    done: set[str] = set()
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InputError("malformed JSON in the --resume file", where=f"{p}:{line_no}") from None
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            done.add(rec["id"])
-    return done
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the --resume file: {exc.strerror}", where=str(p)) from None
+    body_end = data.rfind(b"\n") + 1
+    for line_no, raw in enumerate(data[:body_end].split(b"\n")[:-1], start=1):
+        if raw.strip():
+            _check_resume_line(raw, f"{p}:{line_no}")
+    tail = data[body_end:]
+    if not tail.strip():
+        return
+    last = f"{p}:{data.count(NEWLINE) + 1}"
+    try:
+        _parse_line(tail)
+    except ValueError:
+        if not _is_cut_record(tail):
+            _check_resume_line(tail, last)   # raises: it is no record, nor part of one
+        with open(p, "r+b") as fh:
+            fh.truncate(body_end)
+        print(f"cai: {last}: removed an incomplete last line left by the interrupted run",
+              file=sys.stderr)
+        return
+    with open(p, "ab") as fh:   # a whole record that only lacks its newline: keep it
+        fh.write(b"\n")
+
+
+def _check_resume_line(raw: bytes, where: str) -> None:
+    try:
+        _parse_line(raw)
+    except ValueError as exc:
+        raise InputError(f"{exc}: not the JSONL output of an interrupted run of this step, so "
+                         "nothing is resumed from it (the file was left as it is)", where=where) from None
+
+
+def _is_cut_record(tail: bytes) -> bool:
+    """Whether a last line without its newline is a JSON object cut off mid-write: it starts
+    with '{' and that brace is never closed (brackets inside strings do not count)."""
+    try:
+        text = tail.decode("utf-8")
+    except UnicodeDecodeError as exc:   # cut inside a character: only the very end may be partial
+        if exc.end != len(tail) or exc.reason != "unexpected end of data":
+            return False
+        text = tail[:exc.start].decode("utf-8")
+    text = text.strip()
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth <= 0:
+                return False   # the object closed: a whole value with something wrong in it
+    return text.startswith("{")
+
+
+def resume_records(path: str | os.PathLike) -> list[SourceRecord]:
+    """The records already in an interrupted run's output (none when it does not exist yet),
+    after ``repair_for_append``."""
+    if not Path(path).exists():
+        return []
+    repair_for_append(path)
+    return list(read_records(path))
+
+
+def read_done_ids(path: str | os.PathLike) -> set[str]:
+    """Ids already present in the output of an interrupted run (see ``resume_records``)."""
+    return {rec["id"] for rec in resume_records(path) if isinstance(rec.get("id"), str)}
 
 
 def require_text(record: dict, field: str) -> str:

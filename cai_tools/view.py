@@ -13,7 +13,7 @@ import html
 from collections import defaultdict
 
 from .errors import InputError
-from .records import error_of
+from .records import error_of, where
 from .sl.quality import history_quality
 
 KINDS = ("sl", "judge", "eval")
@@ -31,16 +31,52 @@ def record_kind(record: dict) -> str | None:
     return None
 
 
-def file_kind(records: list[dict], where: str) -> str:
+def file_kind(records: list[dict], source: str) -> str:
     """The one kind of a file's records; InputError naming the file otherwise."""
     kinds = {record_kind(r) for r in records if error_of(r) is None}
     if not records or kinds == {None} or not kinds:
         raise InputError("not a file cai view knows (SL-CAI records from 'cai revise', judged pairs from "
-                         "'cai judge', or eval answers.jsonl)", where=where)
+                         "'cai judge', or eval answers.jsonl)", where=source)
     kinds.discard(None)
     if len(kinds) > 1:
-        raise InputError(f"records of several kinds in one file ({', '.join(sorted(kinds))})", where=where)
+        raise InputError(f"records of several kinds in one file ({', '.join(sorted(kinds))})", where=source)
     return kinds.pop()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_record(record: dict, kind: str) -> None:
+    """InputError naming the record and field when a field the page shows has a type it cannot
+    be shown as (texts may be anything: they are shown as text)."""
+    def fail(field: str, what: str) -> None:
+        raise InputError(f"field '{field}' must be {what}", where=where(record))
+
+    if kind == "sl":
+        for i, entry in enumerate(record["history"]):
+            if not isinstance(entry, dict):
+                fail(f"history[{i}]", f"an object (a round), got {json_type(entry)}")
+            if not isinstance(entry.get("round", 0), (int, float, str)):
+                fail(f"history[{i}].round", f"a number or a string, got {json_type(entry['round'])}")
+    if kind == "judge":
+        if not _is_number(record.get("label")):
+            fail("label", f"a number (P(chosen better)), got {json_type(record.get('label'))}")
+        judgements = record.get("judgements") or []
+        if not isinstance(judgements, list):
+            fail("judgements", f"a list, got {json_type(judgements)}")
+        for i, judgement in enumerate(judgements):
+            if not isinstance(judgement, dict):
+                fail(f"judgements[{i}]", f"an object, got {json_type(judgement)}")
+            for key in ("p_first_order", "p_second_order"):
+                if judgement.get(key) is not None and not _is_number(judgement[key]):
+                    fail(f"judgements[{i}].{key}", f"a number, got {json_type(judgement[key])}")
+
+
+def json_type(value) -> str:
+    """A JSON value's type in JSON's words."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _text(value) -> str:
@@ -51,14 +87,16 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
+def _user_turns(messages) -> str:
+    turns = messages if isinstance(messages, list) else []
+    return "\n\n".join(_text(m.get("content")) for m in turns if isinstance(m, dict) and m.get("role") == "user")
+
+
 def _prompt_of(record: dict) -> str:
     if "prompt" in record:
         prompt = record["prompt"]
-        if isinstance(prompt, list):  # a conversation: its user turns
-            return "\n\n".join(m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user")
-        return str(prompt)
-    return "\n\n".join(m.get("content", "") for m in record.get("messages", [])
-                       if isinstance(m, dict) and m.get("role") == "user")
+        return _user_turns(prompt) if isinstance(prompt, list) else _text(prompt)   # a conversation: its user turns
+    return _user_turns(record.get("messages"))
 
 
 def _block(label: str, text: str, cls: str = "") -> str:
@@ -82,31 +120,37 @@ def _sl_card(r: dict) -> tuple[str, dict]:
     principles = []
     # the data-quality check sft's filter applies (copied critique, loops, unchanged, cut off...)
     quality = {q["round"]: q for q in history_quality(r)}
-    for h in r.get("history", []):
+    for h in r["history"]:
         principle = str(h.get("principle", ""))
         principles.append(principle)
         q = quality.get(h.get("round"))
         flags = [] if q is None else [f"critique {f}" for f in q["critique"]] + [f"revision {f}" for f in q["revision"]]
         flag_text = (f' <span class="flag">not usable: {html.escape(", ".join(flags))}</span>' if flags
                      else ' <span class="ok">usable</span>' if q else "")
-        parts.append(f'<section class="round"><h3>round {h.get("round", "?")} · {html.escape(principle)}{flag_text}</h3>'
+        parts.append(f'<section class="round"><h3>round {html.escape(str(h.get("round", "?")))} · '
+                     f'{html.escape(principle)}{flag_text}</h3>'
                      + _block("critique", _text(h.get("critique")), "critique")
                      + _block("revision", _text(h.get("revision")), "revision") + "</section>")
     usable = [q["usable"] for q in quality.values()]
     facets = {"principle": " ".join(principles), "category": str(r.get("category", "")),
               "quality": ("all-rounds-usable" if all(usable) else "some-round-unusable") if usable else ""}
     search = " ".join([_prompt_of(r), _text(r.get("init_response"))]
-                      + [_text(h.get("revision")) for h in r.get("history", [])])
+                      + [_text(h.get("revision")) for h in r["history"]])
     return _card("".join(parts), facets, search), facets
 
 
+def _probability(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _judge_card(r: dict) -> tuple[str, dict]:
-    label = float(r.get("label", 0.5))
-    principles = sorted({str(j.get("principle")) for j in r.get("judgements", []) if j.get("principle")})
+    label = float(r["label"])
+    judgements = r.get("judgements") or []
+    principles = sorted({str(j.get("principle")) for j in judgements if j.get("principle")})
     orders = "; ".join(
-        f'{html.escape(str(j.get("principle", "")))}: first order {j.get("p_first_order", float("nan")):.3f}, '
-        f'second order {j.get("p_second_order", float("nan")):.3f}'
-        for j in r.get("judgements", []) if isinstance(j.get("p_first_order"), (int, float)))
+        f'{html.escape(str(j.get("principle", "")))}: first order {_probability(j.get("p_first_order"))}, '
+        f'second order {_probability(j.get("p_second_order"))}'
+        for j in judgements if _is_number(j.get("p_first_order")))
     side = ('<div class="pair">' + _block(f"chosen (P = {label:.3f})", _text(r.get("chosen")), "chosen")
             + _block(f"rejected (P = {1 - label:.3f})", _text(r.get("rejected")), "rejected") + "</div>")
     parts = [f'<h2>{html.escape(str(r.get("id", "")))} · label {label:.3f}</h2>', _block("prompt", _prompt_of(r), "prompt"),
@@ -174,6 +218,8 @@ def render(files: list[tuple[str, list[dict]]], title: str = "cai view") -> str:
         kind = file_kind(records, name)
         kinds.append(f"{name} ({kind}, {len(records)} records)")
         good = [r for r in records if error_of(r) is None]
+        for r in good:
+            check_record(r, kind)
         if kind == "eval":
             cards += _eval_cards(good)
         else:

@@ -441,6 +441,34 @@ def test_cli_validate_invalid_is_one_line(tmp_path):
     assert "ok" not in proc.stdout
 
 
+def test_a_key_given_twice_is_an_error_naming_its_line_not_a_dropped_principle(tmp_path):
+    """Two critique_revision lists (3 principles in all): plain YAML keeps only the last one."""
+    path = write(tmp_path, "twice.yaml", VALID_PAIRS + "critique_revision:\n  - {id: gamma, critique: c, revision: r}\n")
+    proc = cai("validate", path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "ok" not in proc.stdout, proc.stderr
+    assert f"{path}:8: not valid YAML: duplicate key 'critique_revision' (first given on line 1)" in lines[0]
+    inner = write(tmp_path, "inner.yaml", VALID_PAIRS + "  - id: gamma\n    critique: c\n    critique: d\n    revision: r\n")
+    with pytest.raises(ConstitutionError, match=rf"{re.escape(str(inner))}:10: not valid YAML: duplicate key 'critique'"):
+        load_constitution(str(inner))
+
+
+@pytest.mark.parametrize("weights, says", [
+    ([".inf", 1], "'weight' must be a positive number (and finite), got inf"),
+    ([".nan", 1], "'weight' must be a positive number (and finite), got nan"),
+    (["1.0e+308", "1.0e+308"], "the weights of 'critique_revision' add up to more than a number can hold"),
+])
+def test_weights_that_are_infinite_or_add_up_past_a_float_are_refused(tmp_path, weights, says):
+    path = write(tmp_path, "w.yaml", "critique_revision:\n" + "".join(
+        f"  - {{id: p{i}, critique: c, revision: r, weight: {w}}}\n" for i, w in enumerate(weights)))
+    proc = cai("validate", path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and says in lines[0], proc.stderr
+    critique = subprocess.run([sys.executable, "-m", "cai_tools.cli.main", "critique", "-m", "fake", "-c", str(path)],
+                              input='{"prompt": "hi", "response": "yo"}\n', capture_output=True, text=True, cwd=ROOT)
+    assert critique.returncode == 1 and "internal error" not in critique.stderr and says in critique.stderr
+
+
 def test_cli_show_bundled_name():
     proc = cai("show", "harmless")
     assert proc.returncode == 0, proc.stderr

@@ -77,7 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         api = self.server
         api.gets.append(dict(self.headers))
-        if self.path == "/v1/models":
+        api.paths.append(self.path)
+        if self.path.split("?")[0] == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": m} for m in api.models]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -86,12 +87,13 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with api.lock:
+            api.paths.append(self.path)
             api.posts.append((dict(self.headers), body))
             n = len(api.posts)
             api.in_flight += 1
             api.max_in_flight = max(api.max_in_flight, api.in_flight)
         try:
-            if self.path != "/v1/chat/completions":
+            if self.path.split("?")[0] != "/v1/chat/completions":
                 reply = 404, {"error": {"message": f"no route {self.path}"}}
             elif n <= api.fail_first:
                 reply = api.fail_status, {"error": {"message": api.fail_message(self.headers)}}
@@ -125,6 +127,7 @@ class FakeAPI(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.models = ["served-model", "other-model"]
         self.gets: list[dict] = []
+        self.paths: list[str] = []
         self.posts: list[tuple[dict, dict]] = []
         self.finished: list[str] = []
         self.in_flight = self.max_in_flight = 0
@@ -390,7 +393,7 @@ def test_open_engine_with_a_url_or_a_server_option(api, capsys):
     err = capsys.readouterr().err
     assert f"cai generate: using server {api.url}/v1, model served-model (discovered)" in err
     assert f"using server {api.url}/v1, model other-model, --parallel 5" in err
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="starts with http:// or https://"):
         open_engine(replace(opts, model="m", server="ftp://example.org"), note)
     with pytest.raises(UsageError):
         open_engine(replace(opts, model=api.url, server=api.url), note)
@@ -595,6 +598,66 @@ def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_shown(api):
     assert done.returncode == 0, done.stderr
     assert b"s3cret" not in done.stderr and b"s3cret" not in done.stdout
     assert b"127.0.0.1" in done.stderr   # the URL itself is still shown, without the password
+
+
+def test_a_query_string_is_sent_with_every_request_and_never_shown(api):
+    url = f"{api.url}/v1?api_key={SECRET}&x=1"
+    done = run_cai("generate", "--server", url, input=b'{"prompt": "hi"}\n')
+    assert done.returncode == 0, done.stderr
+    assert api.paths == [f"/v1/models?api_key={SECRET}&x=1", f"/v1/chat/completions?api_key={SECRET}&x=1"]
+    assert SECRET.encode() not in done.stderr + done.stdout and b"127.0.0.1" in done.stderr
+    api.answer = lambda body, headers: (500, {"error": {"message": f"bad key {SECRET}"}})
+    failed = run_cai("generate", "--server", url, "--server-retries", "0", input=b'{"prompt": "hi"}\n')
+    assert failed.returncode == 1 and b"bad key ***" in failed.stderr and SECRET.encode() not in failed.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--server", "http://[::1"], "--server http://[::1: not a valid URL (Invalid IPv6 URL)"),
+    (["-m", "http://[::1"], "-m http://[::1: not a valid URL"),
+    (["--server", "http://127.0.0.1:99999"], "not a valid URL (Port out of range"),
+    (["--server", "http://"], "the URL names no host"),
+    (["--server", "ftp://bob:s3cret@example.org/x?key=k3y"], "--server ftp://***@example.org/x?key=***: a server's URL"),
+    (["-m", "ftp://bob:s3cret@example.org/x.gguf"], "-m ftp://***@example.org/x.gguf: a server's URL starts with"),
+    (["--server", "http://127.0.0.1:1", "--server-timeout", "0"], "--server-timeout must be more than 0"),
+])
+def test_server_urls_that_cannot_be_used_are_one_usage_line(args, says):
+    result = run_cai("generate", *args, input=b'{"prompt": "x"}\n')
+    lines = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 2 and len(lines) == 1 and says in lines[0], result.stderr
+    assert "s3cret" not in result.stderr.decode() and "k3y" not in result.stderr.decode()
+
+
+def test_a_server_list_file_that_is_not_utf8_or_holds_a_bad_url_names_file_and_line(api, tmp_path):
+    binary, bad = tmp_path / "binary.txt", tmp_path / "bad.txt"
+    binary.write_bytes(f"{api.url}\n".encode() + b"\xff\xfe\n")
+    bad.write_text(f"{api.url}\n# a comment\nhttp://[::1\n")
+    for listing, says in ((binary, f"{binary}: the server list is not UTF-8 text (byte "),
+                          (bad, f"{bad}:3: a server http://[::1: not a valid URL")):
+        result = run_cai("generate", "--server", f"@{listing}", input=b'{"prompt": "x"}\n')
+        lines = [x for x in result.stderr.decode().splitlines() if "error" in x]
+        assert result.returncode == 1 and len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_an_upper_case_scheme_is_a_url(api):
+    done = run_cai("generate", "--server", api.url.replace("http://", "HTTP://"), input=b'{"prompt": "hi"}\n')
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_server_that_never_answers_is_retried_aloud_then_a_one_line_error():
+    """It accepts the connection and says nothing: --server-timeout and --server-retries bound
+    the wait, and each retry is said on stderr."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)   # connections queue up; none is ever answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        result = run_cai("generate", "--server", url, "-m", "m", "--server-timeout", "1", "--server-retries", "1",
+                         input=b'{"prompt": "x"}\n', timeout=60)
+        elapsed = time.monotonic() - start
+    err = result.stderr.decode()
+    assert result.returncode == 1 and elapsed < 20, (elapsed, err)
+    assert "no answer within 1 s; retry 1 of 1 in 1 s" in err
+    assert err.strip().splitlines()[-1].endswith("unreachable after 1 retries: no answer within 1 s")
 
 
 def test_a_reply_without_text_is_an_item_error(api):

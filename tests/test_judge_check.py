@@ -89,6 +89,11 @@ def test_summary_gives_per_category_groups_and_verdicts():
     ({"prompt": "q", "chosen": "same", "rejected": " same "}, "are the same answer"),
     ({"prompt": "q", "chosen": 3, "rejected": "b"}, "'chosen' must be a string"),
     ({"chosen": "a", "rejected": "b"}, "neither 'prompt' nor 'messages'"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "label": "high"}, "'label' must be a number from 0 to 1"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "label": 1.5}, "'label' must be a number from 0 to 1"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "label": 0.2}, "'label' is 0.2: it does not say 'chosen' is the better"),
+    ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "and?"}],
+      "rejected": "b"}, "'chosen' must be a string or a list of messages ending in the assistant's answer"),
 ])
 def test_bad_labelled_records_name_file_and_line(tmp_path, bad, message):
     path = write(tmp_path / "l.jsonl", labelled(2) + [bad])
@@ -232,6 +237,21 @@ def test_judge_check_command_writes_json_and_a_report(tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "judge accuracy" in done.stderr.decode()
     assert "| all | 12 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_label_that_says_chosen_is_better_is_accepted(tmp_path):
+    pairs = load_labelled(write(tmp_path / "l.jsonl", [dict(r, label=0.9) for r in labelled(2)]))
+    assert len(pairs) == 2
+
+
+@pytest.mark.parametrize("out", ["file", "file/report"])
+def test_judge_check_out_that_cannot_be_written_stops_before_judging(tmp_path, out):
+    data = write(tmp_path / "l.jsonl", labelled(4))
+    (tmp_path / "file").write_text("not a folder")
+    done = cai("judge-check", "-m", "fake", "--data", data, "--split", "", "--out", tmp_path / out)
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2 and done.stdout == b"" and len(lines) == 1, lines
+    assert f"{tmp_path / 'file'} is a file, not a folder" in lines[0]
 
 
 def test_judge_check_bad_data_is_one_line(tmp_path):

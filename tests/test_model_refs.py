@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,7 @@ def test_hf_reference_downloads_resumes_after_a_cut_and_records_the_file(tmp_pat
                       env=_env(tmp_path, hub, HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9"))
     assert offline.returncode == 0, offline.stderr
     listed = run_cai("models", env=_env(tmp_path, hub))
-    assert listed.returncode == 0 and f"hf:{REPO}/{FILE}@{COMMIT[:12]}".encode() in listed.stdout
+    assert listed.returncode == 0 and f"hf:{REPO}/{FILE} ".encode() in listed.stdout   # main: resolves offline
 
 
 @pytest.mark.model
@@ -225,6 +226,16 @@ def test_ollama_and_lmstudio_references_find_the_gguf(tmp_path):
     listed = run_cai("models", "--json", env=env)
     refs = {json.loads(x)["reference"] for x in listed.stdout.decode().splitlines()}
     assert {"ollama:tiny:q4", "lmstudio:someone/Tiny-GGUF/tiny.gguf"} <= refs
+    # 'cai models check' verifies a blob against its name: a blob named by another hash is a problem
+    checked = run_cai("models", "check", "ollama:tiny:q4", env=env, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lying = "sha256:" + "ab" * 32
+    (store / "blobs" / lying.replace(":", "-")).symlink_to(MODEL.resolve())
+    manifest = store / "manifests" / "registry.ollama.ai" / "library" / "tiny" / "q4"
+    (manifest.parent / "liar").write_text(manifest.read_text().replace(
+        "sha256:" + hashlib.sha256(MODEL.read_bytes()).hexdigest(), lying))
+    checked = run_cai("models", "check", "ollama:tiny:liar", env=env, timeout=300)
+    assert checked.returncode == 1 and b"does not hash to its name sha256:abababababab" in checked.stdout, checked.stderr
 
 
 def test_parse_hf_reference():
@@ -232,3 +243,161 @@ def test_parse_hf_reference():
 
     assert parse_hf("hf:org/repo/sub/f.gguf@v1") == ("org/repo", "sub/f.gguf", "v1")
     assert parse_hf("hf:org/repo") == ("org/repo", None, None)
+
+
+def test_parse_hf_reference_refuses_dot_dot():
+    from cai_tools.errors import ModelError
+    from cai_tools.model_refs import parse_hf
+
+    for ref in ("hf:org/../x.gguf", "hf:../repo/x.gguf", "hf:org/repo/../x.gguf", "hf:org/re..po/x.gguf",
+                "hf:org/.hidden/x.gguf"):
+        with pytest.raises(ModelError, match="no '..'"):
+            parse_hf(ref)
+
+
+def test_an_unreachable_hub_is_one_line_at_once(tmp_path):
+    from test_http_engine import free_port
+
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "HF_HUB_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "hf"), "CAI_USER_HF_HUB_OFFLINE": ""}
+    env = {k: v for k, v in env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    start = time.monotonic()
+    result = run_cai("generate", "-m", f"hf:{REPO}/{FILE}", input=PROMPT, env=env, timeout=120)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and time.monotonic() - start < 10, result.stderr
+    assert len(lines) == 1 and "not in the Hugging Face cache and the hub cannot be reached" in lines[0]
+    assert "Connection refused" in lines[0] and "Retry" not in result.stderr.decode()
+
+
+# ---------------------------------------------------------------- Ollama: names, digests, the store
+
+GGUF_BYTES = b"GGUF" + b"\x03\x00\x00\x00" + bytes(64)   # enough for a listing (it reads the magic)
+
+
+def _manifest(root: Path, parts: tuple[str, ...], digest) -> Path:
+    manifest = root.joinpath("manifests", *parts)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
+                                                "digest": digest, "size": 1}]}))
+    return manifest
+
+
+def _blob(root: Path, data: bytes, name: str | None = None) -> str:
+    digest = "sha256:" + (name or hashlib.sha256(data).hexdigest())
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / digest.replace(":", "-")).write_bytes(data)
+    return digest
+
+
+@pytest.fixture
+def ollama(tmp_path, monkeypatch) -> Path:
+    store = tmp_path / "store"
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    _manifest(store, ("registry.ollama.ai", "library", "tiny", "q4"), _blob(store, GGUF_BYTES))
+    return store
+
+
+def test_ollama_names_and_tags_cannot_leave_the_store(ollama, tmp_path):
+    from cai_tools.errors import ModelError
+    from cai_tools.model_refs import resolve
+
+    outside = tmp_path / "outside"   # a manifest and a model outside the store
+    _manifest(outside, ("x", "latest"), _blob(ollama, GGUF_BYTES + b"x"))
+    for ref in ("ollama:../../outside/x", f"ollama:{outside}/manifests/x", "ollama:tiny:../../../../outside/manifests/x/latest",
+                "ollama:a/b/c/d", "ollama:.hidden", "ollama:tiny:..", "ollama:"):
+        with pytest.raises(ModelError, match=r"an ollama: reference is ollama:\[NAMESPACE/\]MODEL\[:TAG\]"):
+            resolve(ref)
+    assert resolve("ollama:tiny:q4").startswith(str(ollama / "blobs"))
+
+
+@pytest.mark.parametrize("digest, says", [
+    ("/etc/passwd", "gives the model layer's digest as \"/etc/passwd\", not 'sha256:' and 64 hex"),
+    ("sha256:../../secret", "not 'sha256:' and 64 hex"),
+    ("../../secret", "not 'sha256:' and 64 hex"),
+    (5, "digest as 5, not"),
+    (None, "digest as null, not"),
+])
+def test_a_manifest_digest_that_is_not_a_sha256_is_one_line_and_reads_nothing(ollama, tmp_path, digest, says):
+    (tmp_path / "secret").write_bytes(b"TOP-SECRET-BYTES")
+    _manifest(ollama, ("registry.ollama.ai", "library", "evil", "latest"), digest)
+    result = run_cai("generate", "-m", "ollama:evil", input=PROMPT, env={**os.environ, "OLLAMA_MODELS": str(ollama)})
+    lines = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 1 and len(lines) == 1 and says in lines[0], result.stderr
+    assert "manifests/registry.ollama.ai/library/evil/latest" in lines[0]
+    assert "internal error" not in lines[0] and b"TOP-SECRET" not in result.stderr
+    listed = run_cai("models", "--json", env={**os.environ, "OLLAMA_MODELS": str(ollama), "CAI_MODELS_DIR": str(tmp_path)})
+    assert listed.returncode == 0 and [json.loads(x)["reference"] for x in listed.stdout.splitlines()] == ["ollama:tiny:q4"]
+
+
+def test_a_manifest_that_is_not_json_says_so(ollama):
+    from cai_tools.errors import ModelError
+    from cai_tools.model_refs import resolve
+
+    manifest = _manifest(ollama, ("registry.ollama.ai", "library", "broken", "latest"), "x")
+    manifest.write_text('{"layers": [')
+    with pytest.raises(ModelError, match="is not valid JSON"):
+        resolve("ollama:broken")
+
+
+def test_provenance_hashes_a_blobs_content_and_verification_catches_a_swapped_one(ollama):
+    from cai_tools.errors import ModelError
+    from cai_tools.model_refs import reference_sha256, resolve, verify
+
+    lying = _blob(ollama, GGUF_BYTES + b"swapped", name=hashlib.sha256(GGUF_BYTES).hexdigest().replace("0", "1"))
+    _manifest(ollama, ("registry.ollama.ai", "library", "liar", "latest"), lying)
+    path = resolve("ollama:liar")
+    assert reference_sha256(path) == hashlib.sha256(GGUF_BYTES + b"swapped").hexdigest()   # not the name
+    with pytest.raises(ModelError, match="does not hash to its name"):
+        verify(path)
+    verify(resolve("ollama:tiny:q4"))   # an honest blob passes
+
+
+def test_models_lists_readable_ggufs_of_every_registry_and_skips_the_rest(ollama, tmp_path, monkeypatch):
+    from cai_tools.model_refs import local_models, resolve
+
+    _manifest(ollama, ("hf.co", "someone", "Tiny-GGUF", "Q4_K_M"), _blob(ollama, GGUF_BYTES + b"hf"))
+    _manifest(ollama, ("registry.ollama.ai", "user", "mine", "latest"), _blob(ollama, GGUF_BYTES + b"user"))
+    _manifest(ollama, ("registry.ollama.ai", "library", "empty", "latest"), _blob(ollama, b""))
+    _manifest(ollama, ("registry.ollama.ai", "library", "text", "latest"), _blob(ollama, b"not a model"))
+    (ollama / "manifests" / "registry.ollama.ai" / "library" / "adir" / "latest").mkdir(parents=True)
+    studio = tmp_path / "lmstudio" / "pub" / "repo"
+    studio.mkdir(parents=True)
+    (studio / "good.gguf").write_bytes(GGUF_BYTES)
+    (studio / "empty.gguf").write_bytes(b"")
+    (studio / "folder.gguf").mkdir()
+    (studio / "dangling.gguf").symlink_to(tmp_path / "gone.gguf")
+    (studio / "zip.gguf").write_bytes(b"PK\x03\x04")
+    monkeypatch.setenv("LMSTUDIO_MODELS", str(tmp_path / "lmstudio"))
+    monkeypatch.setenv("CAI_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    refs = [m["reference"] for m in local_models()]
+    assert refs == ["ollama:hf.co/someone/Tiny-GGUF:Q4_K_M", "ollama:tiny:q4", "ollama:user/mine:latest",
+                    "lmstudio:pub/repo/good.gguf"]
+    assert all(resolve(ref) for ref in refs)   # each one resolves
+
+
+def test_models_gives_hf_references_that_resolve_offline(tmp_path, monkeypatch):
+    """A revision main points at is listed without @, any other by its whole commit hash (12
+    characters do not resolve offline)."""
+    from cai_tools.model_refs import local_models, resolve
+
+    repo = tmp_path / "hf" / "hub" / "models--someone--Tiny-GGUF"
+    for commit, data in ((COMMIT, GGUF_BYTES), ("f" * 40, GGUF_BYTES + b"old")):
+        etag = hashlib.sha256(data).hexdigest()
+        (repo / "blobs").mkdir(parents=True, exist_ok=True)
+        (repo / "blobs" / etag).write_bytes(data)
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / FILE).symlink_to(Path("..", "..", "blobs", etag))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    for key, value in {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+                       "HF_HUB_OFFLINE": "1", "CAI_MODELS_DIR": str(tmp_path / "none"),
+                       "OLLAMA_MODELS": str(tmp_path / "no-ollama"), "LMSTUDIO_MODELS": str(tmp_path / "no-lms")}.items():
+        monkeypatch.setenv(key, value)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    listed = {m["reference"]: m["path"] for m in local_models()}
+    assert set(listed) == {f"hf:{REPO}/{FILE}", f"hf:{REPO}/{FILE}@{'f' * 40}"}
+    for ref, path in listed.items():
+        assert Path(resolve(ref)).resolve() == Path(path).resolve()

@@ -102,6 +102,46 @@ def test_stop_when_parses_and_fires():
     assert parse_stop_when(["refusal_rate>0.9", "response_length>40"], "dpo")
 
 
+def test_a_nan_reward_or_kl_stops_a_run_and_says_so():
+    from cai_tools.train.monitors import first_stop, parse_stop_when, stop_note
+
+    nan = float("nan")
+    for entry in ({"step": 2, "reward": nan, "kl": 0.1}, {"step": 2, "reward": 0.3, "kl": nan}):
+        stopped = first_stop([], entry)   # no --stop-when at all
+        stat = "reward" if math.isnan(entry["reward"]) else "kl"
+        assert stopped == {"condition": f"{stat} is NaN", "stat": stat, "value": None, "step": 2}
+        assert f"{stat} is NaN, so training has broken down" in stop_note(stopped)
+    watched = parse_stop_when(["repeated_ngram_share>0.5"])
+    assert first_stop(watched, {"step": 3, "repeated_ngram_share": nan})["condition"] == "repeated_ngram_share is NaN"
+    assert first_stop(watched, {"step": 3, "reward": 1.0, "kl": 0.0, "repeated_ngram_share": 0.1}) is None
+
+
+def test_the_eval_report_names_a_nan_stop_and_a_condition_written_as_a_string(tmp_path):
+    from cai_tools.eval.rl_monitors import load_rl_run, rl_section
+
+    run = _hand_written_run(tmp_path / "ppo", "ppo", 2, {"condition": "reward is NaN", "stat": "reward", "value": None,
+                                                          "step": 2}, reward=lambda s: 0.1, kl=lambda s: 0.0)
+    (run / "config.yaml").write_text("algo: ppo\nstop_when: kl>0.5\n")
+    loaded = load_rl_run(run)
+    assert loaded["stop_when"] == ["kl>0.5"]
+    assert "- ppo: stopped after step 2: `reward is NaN`" in rl_section([loaded], figure=False)
+
+
+@pytest.mark.parametrize("config, says", [
+    ("stop_when: len>3\n", "--stop-when 'len>3': unknown stat 'len'"),      # one condition, not 5 characters
+    ("stop_when: [5]\n", "cfg.yaml: 'stop_when[0]' must be a string, got 5"),
+    ("lora_r: '16'\n", "cfg.yaml: 'lora_r' must be a whole number, got '16'"),
+    ("learning_rate: fast\n", "cfg.yaml: 'learning_rate' must be a number, got 'fast'"),
+    ("lora_r: 8\nlora_r: 16\n", "cfg.yaml:2: not valid YAML: duplicate key 'lora_r' (first given on line 1)"),
+])
+def test_config_values_of_the_wrong_type_are_one_line_naming_file_and_key(tmp_path, config, says):
+    (tmp_path / "cfg.yaml").write_text(config)
+    result = run_cai("rl", "--pm", "nowhere", "--prompts", PROMPTS, "--config", tmp_path / "cfg.yaml", "--out", tmp_path / "r")
+    errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode in (1, 2) and len(errors) == 1 and says in errors[0], result.stderr
+    assert "internal error" not in errors[0] and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("cond, algo, says", [
     ("kl=8", "ppo", "expected STAT>NUMBER"), ("kl>", "ppo", "expected STAT>NUMBER"),
     ("length>100", "ppo", "unknown stat 'length'"), ("kl>8", "dpo", "--algo dpo logs no kl"),

@@ -54,13 +54,42 @@ def test_record_seed_depends_on_seed_record_and_purpose_only():
     assert 0 <= s < 2**31
 
 
-def test_read_done_ids_cuts_a_partial_last_line(tmp_path, capsys):
+@pytest.mark.parametrize("cut", [b'{"id": "c", "respo', b'{"id": "c", "r": "a } ] {', b'{"id": "c", "r": "caf\xc3',
+                                 b'{"id": "c", "r": "say \\"}\\" ok'])
+def test_read_done_ids_cuts_a_partial_last_line(tmp_path, capsys, cut):
     out = tmp_path / "out.jsonl"
-    out.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "respo')
+    out.write_bytes(b'{"id": "a"}\n{"id": "b"}\n' + cut)
     assert read_done_ids(out) == {"a", "b"}
     assert out.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'
-    assert "incomplete last line" in capsys.readouterr().err
+    assert "out.jsonl:3: removed an incomplete last line" in capsys.readouterr().err
     assert read_done_ids(tmp_path / "missing.jsonl") == set()
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "a"}\n{"id": "b"}')
+    assert read_done_ids(out) == {"a", "b"}
+    assert out.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'   # appending goes on with whole lines
+    assert "removed" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data, line", [
+    (b"line1\nimportant last line", 1),                    # notes, not records
+    (b'{"id": "a"}\nimportant last line', 2),
+    (b'{"id": "a"}\n{"id": "b"} and more', 2),              # a closed object with text after it
+    (b'some notes\n{"id": "a"}\n{"id": "c", "re', 1),      # earlier lines checked before any cut
+    (b'{"id": "a"}\n[1, 2]\n{"id": "c", "re', 2),
+    (b'{"id": "a"}\n\xff\xfe\n', 2),
+])
+def test_resume_never_cuts_a_file_that_is_not_a_runs_output(tmp_path, data, line):
+    from cai_tools.records import resume_records
+
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(data)
+    with pytest.raises(InputError, match="not the JSONL output of an interrupted run") as err:
+        resume_records(notes)
+    assert str(err.value).startswith(f"{notes}:{line}: ")
+    assert notes.read_bytes() == data
 
 
 def test_batcher_yields_records_read_before_a_bad_line():

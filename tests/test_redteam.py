@@ -336,6 +336,25 @@ def test_cli_usage_errors_exit_2():
     assert proc.returncode == 2 and b"--shots must be at least 1" in proc.stderr
 
 
+def test_cli_resume_refuses_a_file_that_is_not_its_output_and_leaves_it_as_it_is(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"line1\nimportant last line")
+    proc = run_cai("redteam", "data/redteam.jsonl", "-n", "2", "--model", "fake", "--resume", notes)
+    errors = [x for x in proc.stderr.decode().splitlines() if "error" in x]
+    assert proc.returncode == 1 and proc.stdout == b"" and len(errors) == 1, proc.stderr
+    assert f"{notes}:1: malformed JSON" in errors[0]
+    assert notes.read_bytes() == b"line1\nimportant last line"
+
+
+@pytest.mark.parametrize("where, says", [("", "is a folder: name the file to write"),
+                                         ("nope/stats.json", "there is no folder")])
+def test_cli_stats_that_cannot_be_written_stop_before_any_record(tmp_path, where, says):
+    proc = run_cai("redteam", "data/redteam.jsonl", "-n", "2", "--model", "fake", "--stats", tmp_path / where)
+    errors = [x for x in proc.stderr.decode().splitlines() if "error" in x]
+    assert proc.returncode == 2 and proc.stdout == b"" and len(errors) == 1 and says in errors[0], proc.stderr
+    assert "kept" not in proc.stderr.decode()   # nothing was generated
+
+
 def test_cli_reports_counts_and_fails_clearly_when_the_budget_runs_out(tmp_path):
     # The fake engine's replies ("fake reply <hash>") are fragments: nothing can be kept.
     stats_path = tmp_path / "stats.json"

@@ -4,6 +4,7 @@ that would abort llama.cpp, run folders with missing or corrupt files."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import signal
@@ -102,6 +103,27 @@ def test_resume_after_a_cut_anywhere_writes_each_record_once(step, cut, chain, t
     written = parse_jsonl(out.read_bytes())
     assert written == parse_jsonl(full.stdout)
     assert len({r["id"] for r in written}) == len(written)
+
+
+def test_resume_refuses_a_file_that_is_not_the_steps_output_and_leaves_it_as_it_is(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"line1\nimportant last line")
+    result = run_cai("generate", "--model", "fake", "--resume", notes, input=jsonl(PROMPTS))
+    errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 1 and result.stdout == b"" and len(errors) == 1, result.stderr
+    assert f"{notes}:1: malformed JSON" in errors[0] and "left as it is" in errors[0]
+    assert notes.read_bytes() == b"line1\nimportant last line"
+
+
+def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(chain, tmp_path):
+    full = run_cai("generate", *STEP_ARGS["generate"], "-q", input=chain["generate"])
+    lines = full.stdout.splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"".join(lines[:3]).rstrip(b"\n"))
+    resumed = _resume_into(out, "generate", chain["generate"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert b"resumed: skipped 3 record(s)" in resumed.stderr and b"removed" not in resumed.stderr
+    assert out.read_bytes() == full.stdout
 
 
 # ---------------------------------------------------------------- --on-error skip
@@ -251,6 +273,69 @@ def test_pickle_weights_are_refused(tmp_path):
                              "history": [{"critique": "c", "revision": "r"}]}]))
     done = run_cai("sft", "--base", base, "--data", data, "--out", tmp_path / "run")
     assert f"{base / 'pytorch_model.bin'} holds pickle weights" in _one_error_line(done)
+
+
+def _custom_code_folder(folder: Path, marker: Path, config_file: str = "config.json") -> Path:
+    """A transformers folder whose config names its own Python classes; importing them writes
+    ``marker``."""
+    folder.mkdir(parents=True)
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                    "from transformers import PretrainedConfig as EvilConfig\n")
+    auto_map = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilConfig",
+                "AutoTokenizer": ["evil.EvilConfig", None]}
+    (folder / "config.json").write_text(json.dumps({"model_type": "evil"}))
+    (folder / config_file).write_text(json.dumps({"model_type": "evil", "auto_map": auto_map}))
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    return folder
+
+
+@pytest.mark.parametrize("config_file", ["config.json", "tokenizer_config.json"])
+def test_a_model_that_needs_custom_code_is_one_line_and_its_code_never_runs(tmp_path, config_file):
+    marker = tmp_path / "ran"
+    base = _custom_code_folder(tmp_path / "evil", marker, config_file)
+    data = tmp_path / "sl.jsonl"
+    data.write_bytes(jsonl([{"id": "a", "prompt": "p", "init_response": "i", "response": "r",
+                             "history": [{"critique": "c", "revision": "r"}]}]))
+    done = run_cai("sft", "--base", base, "--data", data, "--out", tmp_path / "run", input=b"y\ny\ny\n")
+    assert "needs custom code" in _one_error_line(done) and "which cai does not run" in _one_error_line(done)
+    assert not marker.exists()
+
+
+def test_the_loaders_themselves_refuse_custom_code_and_never_read_stdin(tmp_path, monkeypatch):
+    """Past cai's own check, transformers is told trust_remote_code=False: it refuses too,
+    without asking on stdin."""
+    import builtins
+
+    import torch
+
+    from cai_tools.train import hf_models
+
+    marker = tmp_path / "ran"
+    base = _custom_code_folder(tmp_path / "evil", marker)
+    monkeypatch.setattr(hf_models, "refuse_custom_code", lambda folder: None)
+    monkeypatch.setattr(hf_models, "base_kind", lambda base: "hf")
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail("a loader asked on stdin"))
+    for load in (lambda: hf_models.load_causal_lm(str(base), torch.float32),
+                 lambda: hf_models.load_reward_model(str(base), torch.float32),
+                 lambda: hf_models.load_tokenizer(str(base))):
+        with pytest.raises(ModelError):
+            load()
+    assert not marker.exists()
+
+
+def test_every_transformers_loader_call_passes_trust_remote_code_false():
+    """Every Auto*.from_pretrained in cai_tools says trust_remote_code=False."""
+    import ast
+
+    calls = []
+    for source in (ROOT / "cai_tools").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id.startswith("Auto"):
+                given = {k.arg: k.value for k in node.keywords}
+                calls.append((f"{source.name}:{node.lineno}", isinstance(given.get("trust_remote_code"), ast.Constant)
+                               and given["trust_remote_code"].value is False))
+    assert len(calls) >= 5 and all(ok for _, ok in calls), calls
 
 
 def test_corrupt_run_files_name_the_file(tmp_path):

@@ -3,6 +3,7 @@ folded), the one-line refusals, and the page loaded in a real headless Chromium.
 
 from __future__ import annotations
 
+import html.parser
 import json
 import re
 import shutil
@@ -72,6 +73,95 @@ def test_unknown_or_mixed_files_are_one_line_and_write_nothing(tmp_path):
     assert result.returncode == 1 and b"bad.jsonl:2" in result.stderr
     assert not out.exists() and not out2.exists() and not (tmp_path / "bad.html").exists()
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+# Breaks out of text, of a double- or single-quoted attribute, and of a script or comment.
+HOSTILE = "<img src=x onerror=alert(6)>\"'><script>alert(7)</script><!--"
+
+
+def _everything_hostile(value):
+    """``value`` with every string in it (keys kept) replaced by HOSTILE."""
+    if isinstance(value, dict):
+        return {k: _everything_hostile(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_everything_hostile(v) for v in value]
+    return HOSTILE if isinstance(value, str) else value
+
+
+class _Elements(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attributes = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+# A string where the page has a number (round, label) or a name (model, principle, set, category).
+HOSTILE_FIELDS = {"sl": [{**SL[0], "id": HOSTILE, "category": HOSTILE, "history": [
+                      {**h, "round": HOSTILE, "principle": HOSTILE} for h in SL[0]["history"]]}],
+                  "judge": [{**JUDGED[0], "id": HOSTILE, "category": HOSTILE,
+                             "judgements": [{**JUDGED[0]["judgements"][0], "principle": HOSTILE}]}],
+                  "eval": [{**a, "model": HOSTILE, "set": HOSTILE, "prompt_id": HOSTILE} for a in ANSWERS]}
+
+
+@pytest.mark.parametrize("kind", ["sl", "judge", "eval"])
+def test_a_hostile_string_in_every_field_of_every_kind_adds_no_element(tmp_path, kind):
+    from cai_tools.view import render
+
+    plain = {"sl": SL, "judge": JUDGED, "eval": ANSWERS}[kind]
+    clean = _Elements()
+    clean.feed(render([("plain.jsonl", plain)]))
+    for records in (_everything_hostile(plain), HOSTILE_FIELDS[kind]):
+        page = render([(HOSTILE, records)], title=HOSTILE)
+        found = _Elements()
+        found.feed(page)
+        assert set(found.tags) <= set(clean.tags) and "img" not in found.tags
+        assert found.tags.count("script") == 1 and found.attributes <= clean.attributes
+        assert "<img" not in page and "alert(7)</script>" not in page and "<!--" not in page
+
+
+@pytest.mark.parametrize("record, message", [
+    ({**JUDGED[0], "label": "high"}, "field 'label' must be a number (P(chosen better)), got a string"),
+    ({**JUDGED[0], "judgements": [{"principle": "x", "p_first_order": 0.6, "p_second_order": "0.3"}]},
+     "field 'judgements[0].p_second_order' must be a number, got a string"),
+    ({**JUDGED[0], "judgements": ["harmful"]}, "field 'judgements[0]' must be an object, got a string"),
+    ({**JUDGED[0], "judgements": "harmful"}, "field 'judgements' must be a list, got a string"),
+    ({**SL[0], "history": ["a round"]}, "field 'history[0]' must be an object (a round), got a string"),
+    ({**SL[0], "history": [{"round": [1], "critique": "c", "revision": "r"}]},
+     "field 'history[0].round' must be a number or a string, got a list"),
+])
+def test_fields_the_page_cannot_show_are_one_line_naming_file_line_and_field(tmp_path, record, message):
+    result, out = _page(tmp_path, [SL[0] if "history" in record else JUDGED[1], record], "bad")
+    errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert errors[0] == f"cai view: error: {tmp_path / 'bad.jsonl'}:2 id {record['id']}: {message}"
+    assert not out.exists()
+
+
+def test_records_texts_of_any_type_and_a_missing_order_are_shown(tmp_path):
+    odd = [{**JUDGED[0], "prompt": [{"role": "user", "content": ["a", 1]}],
+            "judgements": [{"principle": "harmful", "p_first_order": 0.7, "p_second_order": None}]}]
+    result, page = _page(tmp_path, odd, "odd")
+    assert result.returncode == 0, result.stderr
+    assert "first order 0.700, second order —" in page.read_text()
+    sl = [{**SL[0], "init_response": 5, "history": [{"round": 1, "critique": 3, "revision": "r"}],
+           "_cai": {"quality": 7}}]
+    result, _ = _page(tmp_path, sl, "odd-sl")
+    assert result.returncode == 0, result.stderr
+
+
+def test_out_into_a_missing_folder_or_onto_a_folder_is_one_line_and_leaves_nothing(tmp_path):
+    src = tmp_path / "sl.jsonl"
+    src.write_bytes(jsonl(SL))
+    for out, says in ((tmp_path / "nope" / "page.html", f"there is no folder {tmp_path / 'nope'}"),
+                      (tmp_path, "is a folder")):
+        result = run_cai("view", src, "-o", out)
+        errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
+        assert result.returncode == 1 and len(errors) == 1 and says in errors[0], result.stderr
+        assert ".tmp" not in errors[0]
+    assert not list(tmp_path.rglob("*.tmp*"))
 
 
 def _chromium() -> str | None:

@@ -141,9 +141,12 @@ def _checked_model(model: str | None, lora: str | None = None, *, announce=lambd
     """The model file to open (the default one when None), checked along with its adapter;
     registered engines (the test engine) and server URLs pass through (a server owns its model)."""
     from ..engines.registry import registered
+    from ..engines.server_urls import check_server_url, is_url
 
-    if registered(model) or (model or "").startswith(("http://", "https://")):
+    if registered(model):
         return model
+    if is_url(model):
+        return check_server_url(model, option)
     path = str(check_gguf_file(resolve_model(model, announce=announce, option=option)))
     if lora:
         check_lora_file(lora, path)

@@ -11,7 +11,7 @@ import typer
 
 from ..model_files import PROJECT_ROOT
 from .judge import JudgeOptions, judging_step
-from .running import Console, Progress, check_positive, cli_errors
+from .running import Console, Progress, check_output, check_positive, cli_errors
 from .step_options import StepOptions
 
 JUDGE_CHECK_DATA = PROJECT_ROOT / "data" / "judge_check.jsonl"
@@ -41,6 +41,8 @@ def judge_check(
         from ..eval.judge_check_report import headline, write_judge_check_report
 
         check_positive("--bootstrap", bootstrap)
+        if out is not None:
+            check_output(out, "--out", folder=True)   # now, not after every pair is judged
         const, settings = how.settings(opts)
         pairs = load_labelled(data, split or None)
         with opts.engines(console) as engines:

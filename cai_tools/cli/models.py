@@ -50,14 +50,21 @@ def check(
     """What cai will do with each model: family and template quirks, how the judge's options
     tokenize, BOS/EOS and stops, context length, training and export support. Exit 1 when a
     model cannot be used."""
+    from ..errors import ModelError
     from ..model_files import resolve_model
+    from ..model_refs import is_reference, verify
     from ..models.check import check_model, render_check
 
     with cli_errors("models check", debug):
         unusable = 0
         for ref in model:
-            report = check_model(resolve_model(ref, announce=lambda m: print(f"cai models check: {m}",
-                                                                              file=sys.stderr)))
+            path = resolve_model(ref, announce=lambda m: print(f"cai models check: {m}", file=sys.stderr))
+            report = check_model(path)
+            if is_reference(ref):   # a store's blob is checked against the hash it is named by
+                try:
+                    verify(path)
+                except ModelError as exc:
+                    report["problems"].append(str(exc))
             unusable += bool(report["problems"])
             print(json.dumps(report) if as_json else render_check(report), flush=True)
         if unusable:

@@ -11,10 +11,10 @@ import typer
 
 from ..constitution import load_constitution
 from ..errors import CaiError, UsageError
-from ..records import RecordWriter, cut_incomplete_last_line, read_records
+from ..records import RecordWriter, resume_records
 from ..sl.redteam import RedteamSettings, RedteamStats, read_seeds, redteam as redteam_step
 from .options import dataclass_options
-from .running import Console, Progress, cli_errors, stdout_bytes
+from .running import Console, Progress, check_output, cli_errors, stdout_bytes
 from .step_options import StepOptions, generating_step
 
 SeedsArg = Annotated[str, typer.Argument(
@@ -39,6 +39,8 @@ def redteam(
     few_shot_ids (benign ones: match). Counts per theme and drop reason on stderr."""
     console = Console("redteam", opts.quiet)
     with cli_errors("redteam", opts.debug):
+        if stats_file is not None:
+            check_output(stats_file, "--stats")   # now, not after the records are made
         const = load_constitution(settings.constitution)
         try:
             themes = settings.check(const)
@@ -47,10 +49,7 @@ def redteam(
         shown, all_seeds = read_seeds(seeds, settings.split)
         if len(shown) < settings.shots:
             console.note(f"only {len(shown)} seed prompts to show: --shots {len(shown)}")
-        done = []
-        if opts.resume is not None and opts.resume.exists():
-            cut_incomplete_last_line(opts.resume)
-            done = list(read_records(opts.resume))
+        done = resume_records(opts.resume) if opts.resume is not None else []
         console.note(f"{settings.n} prompts on {len(themes)} themes of {const.name}, "
                      f"{min(settings.shots, len(shown))} of {len(shown)} seed prompts shown each time"
                      + (", each with a benign match" if settings.benign else ""))

@@ -252,6 +252,25 @@ class Progress:
                   f"({self.rate():.1f} records/min)", file=sys.stderr, flush=True)
 
 
+def check_output(path: Path, option: str, *, folder: bool = False) -> None:
+    """UsageError now, before any work, when ``path`` (a file, or with ``folder`` a folder that is
+    made if missing) cannot be written."""
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {path} is a file, not a folder")
+        parent = next(p for p in (path, *path.parents) if p.exists())
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+    else:
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder: name the file to write")
+        parent = path.parent
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: there is no folder {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: {parent} is not writable")
+
+
 def check_positive(name: str, value: int) -> None:
     if value < 1:
         raise UsageError(f"{name} must be at least 1, got {value}")

@@ -31,7 +31,25 @@ def view(
         if out is None:
             sys.stdout.write(page)
             return
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)   # a failed run leaves no half-written page
+        _write_page(out, page)
         Console("view", quiet).note(f"wrote {out} ({len(page) // 1024} KiB): open it in a browser")
+
+
+def _write_page(out: Path, page: str) -> None:
+    """Write ``page`` to ``out`` whole or not at all: a failed write leaves neither a half-written
+    page nor its temporary file."""
+    from ..errors import CaiError
+
+    if out.is_dir():
+        raise CaiError("is a folder: name the HTML file to write", where=str(out))
+    if not out.parent.is_dir():
+        raise CaiError(f"cannot write the page: there is no folder {out.parent}", where=str(out))
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException as exc:   # an error or Ctrl-C
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CaiError(f"cannot write the page: {exc.strerror}", where=str(out)) from None
+        raise

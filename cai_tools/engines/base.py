@@ -48,6 +48,13 @@ class EngineOptions:
         (), "Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the served "
             "model's name. Or pass the URL as --model. Repeat, or give @FILE (one URL per line), to "
             "spread the requests over several servers. API key: $CAI_API_KEY.")
+    server_timeout: float = option(
+        120.0, "Seconds a server may take to answer one request (waiting in its queue included) before "
+               "the request is retried.")
+    server_retries: int | None = option(
+        None, "Retries of a request a server failed or did not answer in time, after 1, 2, 4... s; then the "
+              "step stops (with several servers, the server is set aside and another takes the request).",
+        default_help="4; 1 per server with several")
     lora: str | None = option(
         None, "LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")
     lora_scale: float = option(1.0, "Strength of the --lora adapter (1 = as trained).")

@@ -15,33 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import CaiError, InputError
+from ..errors import CaiError
 from .base import EngineInfo, ItemError, Message, SamplingParams
 from .openai_http_engine import OpenAIHttpEngine, _ClientError, chat_payload, choice_payload
 
 RETRY_AFTER_S = 30.0
-
-
-def server_urls(values: Sequence[str]) -> list[str]:
-    """--server values: URLs, or @FILE naming a file of URLs (one per line, # comments)."""
-    urls: list[str] = []
-    for value in [values] if isinstance(values, str) else values:
-        if value.startswith("@"):
-            path = Path(value[1:])
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise InputError(f"cannot read the server list: {exc.strerror}", where=str(path)) from None
-            found = [x.split("#", 1)[0].strip() for x in lines]
-            if not any(found):
-                raise InputError("the server list names no URL", where=str(path))
-            urls += [x for x in found if x]
-        else:
-            urls.append(value)
-    return urls
 
 
 class _Server:
@@ -65,7 +45,7 @@ class MultiServerEngine:
             errors = []
             for url in urls:
                 try:
-                    probe = OpenAIHttpEngine(url, None, parallel=1, retries=0, timeout=timeout)
+                    probe = OpenAIHttpEngine(url, None, parallel=1, retries=0, timeout=timeout, note=note)
                     model_name = probe.model_name
                     probe.close()
                     break
@@ -75,7 +55,7 @@ class MultiServerEngine:
                 raise CaiError("every server is down: " + "; ".join(errors))
         self.model_name, self.reasoning = model_name, reasoning
         self.servers = [_Server(OpenAIHttpEngine(url, model_name, parallel=1, retries=retries, backoff=backoff,
-                                                 timeout=timeout)) for url in urls]
+                                                 timeout=timeout, note=note)) for url in urls]
         self._lock = threading.Lock()
         self._free = threading.Condition(self._lock)   # signalled when a request finishes
         self._pool = ThreadPoolExecutor(max_workers=self.parallel * len(urls), thread_name_prefix="cai-servers")

@@ -15,7 +15,6 @@ The API key is read from the environment and only ever sent as a header: it is k
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import math
@@ -32,32 +31,11 @@ from typing import Callable, Sequence
 from ..errors import CaiError
 from ..models.chat_template import split_think_tags
 from .base import EngineInfo, Generation, ItemError, Message, SamplingParams
+from .server_urls import normalise_base_url, split_url
 
 TOP_LOGPROBS = 20  # the most OpenAI (and vLLM by default) return
+RETRY_NOTE_EVERY = 30.0   # seconds between two notes that requests are being retried
 LOG2 = math.log(2.0)
-
-
-def normalise_base_url(url: str) -> str:
-    """``http://host:8080``, ``http://host:8080/`` and ``http://host:8080/v1`` all give
-    ``http://host:8080/v1``."""
-    url = url.strip().rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def split_credentials(url: str) -> tuple[str, str | None]:
-    """(the URL without ``user:password@``, a Basic auth header value or None): the URL is
-    printed and recorded in provenance, so a password in it must not stay there."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    user = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 class _ClientError(Exception):
@@ -74,13 +52,16 @@ class OpenAIHttpEngine:
 
     def __init__(self, base_url: str, model_name: str | None = None, *, parallel: int = 4,
                  timeout: float = 120.0, retries: int = 4, backoff: float = 1.0,
-                 api_key_env: str = "CAI_API_KEY", reasoning: str = "auto"):
+                 api_key_env: str = "CAI_API_KEY", reasoning: str = "auto",
+                 note: Callable[[str], None] = lambda message: None):
         """``timeout`` is per socket operation and must cover the time a request waits in
         the server's queue; ``retries`` more attempts follow the first, after ``backoff``,
-        2x, 4x... seconds. ``reasoning`` on/off is sent as the template's ``enable_thinking``
-        (llama-server and vLLM pass ``chat_template_kwargs`` on); auto sends nothing."""
-        base_url, self._basic_auth = split_credentials(base_url)
+        2x, 4x... seconds, each said to ``note`` (at most one line in RETRY_NOTE_EVERY seconds).
+        ``reasoning`` on/off is sent as the template's ``enable_thinking`` (llama-server and vLLM
+        pass ``chat_template_kwargs`` on); auto sends nothing."""
+        base_url, self._basic_auth, self._query = split_url(base_url)
         self.base_url = normalise_base_url(base_url)
+        self.note, self._noted = note, -RETRY_NOTE_EVERY
         self.parallel = max(1, int(parallel))
         self.timeout, self.retries, self.backoff = timeout, max(0, int(retries)), backoff
         self._api_key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or None
@@ -97,10 +78,19 @@ class OpenAIHttpEngine:
     # ------------------------------------------------------------ HTTP
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._api_key, self._basic_auth and self._basic_auth.split()[1]):
+        query_values = [v for _, v in urllib.parse.parse_qsl(self._query) if len(v) > 2]
+        for secret in (self._api_key, self._basic_auth and self._basic_auth.split()[1], *query_values):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def _retrying(self, attempt: int, delay: float, last: str) -> None:
+        """Say that a request is retried (a server that never answers is otherwise silent)."""
+        now = time.monotonic()
+        if now - self._noted >= RETRY_NOTE_EVERY:
+            self._noted = now
+            self.note(f"server {self.base_url}: {self._scrub(last)}; retry {attempt} of {self.retries} "
+                      f"in {delay:g} s (--server-timeout, --server-retries)")
 
     def _request(self, path: str, payload: dict | None = None,
                  abort: threading.Event | None = None) -> dict:
@@ -116,11 +106,13 @@ class OpenAIHttpEngine:
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = self.backoff * 2 ** (attempt - 1)
+                self._retrying(attempt, delay, last)
                 if abort is not None and abort.wait(delay):
                     raise _Aborted()
                 if abort is None:
                     time.sleep(delay)
-            request = urllib.request.Request(self.base_url + path, data=data, headers=headers,
+            url = self.base_url + path + (f"?{self._query}" if self._query else "")
+            request = urllib.request.Request(url, data=data, headers=headers,
                                              method="GET" if data is None else "POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:

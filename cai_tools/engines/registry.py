@@ -13,11 +13,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import Engine, EngineOptions
+from .server_urls import check_server_url, is_url, server_urls
 from ..errors import UsageError
 from ..model_refs import is_reference
-
-_URL_SCHEMES = ("http://", "https://")
-
 
 EngineFactory = Callable[[EngineOptions], Engine]
 _REGISTRY: dict[str, EngineFactory] = {}
@@ -46,13 +44,11 @@ register_engine("fake", _fake)   # the deterministic test engine: no model, for 
 
 def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _msg: None) -> Engine:
     """The engine ``options`` name; ``note`` gets one-line remarks for stderr."""
-    from .multi_server import server_urls
-
     model, servers = options.model, server_urls(options.server or ())
     if model in _REGISTRY and not servers:
         return _REGISTRY[model](options)
-    if not servers and model is not None and model.startswith(_URL_SCHEMES):
-        servers, model = [model], None
+    if not servers and is_url(model):
+        servers, model = [check_server_url(model, "-m")], None
     if servers:
         if options.lora is not None:
             raise UsageError("--lora applies to a local GGUF model; load the adapter in the "
@@ -73,13 +69,12 @@ def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _ms
 
 def _open_server(servers: list[str], model: str | None, options: EngineOptions,
                  note: Callable[[str], None]) -> Engine:
-    from .openai_http_engine import OpenAIHttpEngine, split_credentials
+    from .openai_http_engine import OpenAIHttpEngine
 
-    for server in servers:
-        if not server.startswith(_URL_SCHEMES):
-            raise UsageError(f"--server must be an http:// or https:// URL, not '{split_credentials(server)[0]}'")
-    if model is not None and model.startswith(_URL_SCHEMES):
+    if is_url(model):
         raise UsageError("with --server, --model is the served model's name, not a URL")
+    if not options.server_timeout > 0:
+        raise UsageError(f"--server-timeout must be more than 0 seconds, got {options.server_timeout:g}")
     # The server owns the model: its chat template and GPU placement are its business.
     if options.chat_format is not None:
         note("--chat-format is ignored with a server (it applies its own template)")
@@ -89,11 +84,20 @@ def _open_server(servers: list[str], model: str | None, options: EngineOptions,
     if len(servers) > 1:
         from .multi_server import MultiServerEngine
 
-        engine = MultiServerEngine(servers, model, parallel=options.parallel, note=note,
-                                   reasoning=options.reasoning)
+        engine = MultiServerEngine(servers, model, parallel=options.parallel, note=note, reasoning=options.reasoning,
+                                   timeout=options.server_timeout, retries=_retries(options, 1))
         note(f"using {len(servers)} servers, model {engine.model_name}{found}, --parallel {engine.parallel} each")
         return engine
-    engine = OpenAIHttpEngine(servers[0], model, parallel=options.parallel, reasoning=options.reasoning)
+    engine = OpenAIHttpEngine(servers[0], model, parallel=options.parallel, reasoning=options.reasoning, note=note,
+                              timeout=options.server_timeout, retries=_retries(options, 4))
     note(f"using server {engine.base_url}, model {engine.model_name}{found}, "
          f"--parallel {engine.parallel}")
     return engine
+
+
+def _retries(options: EngineOptions, default: int) -> int:
+    """--server-retries, else ``default``: a lone server is retried longer than one of several,
+    whose requests another server takes."""
+    if options.server_retries is not None and options.server_retries < 0:
+        raise UsageError(f"--server-retries must be 0 or more, got {options.server_retries}")
+    return default if options.server_retries is None else options.server_retries

@@ -63,12 +63,25 @@ class Outcome:
 
 def _answer_text(value, field: str, rec: dict) -> str:
     """A TRL answer: a string, or a list of messages whose last one is the assistant's."""
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and value[-1].get("role") == "assistant":
         value = value[-1].get("content")
     if not isinstance(value, str):
         raise RecordError(f"field '{field}' must be a string or a list of messages ending in the "
-                          "answer", where=where(rec))
+                          "assistant's answer", where=where(rec))
     return value
+
+
+def _check_label(rec: dict) -> None:
+    """A pair may carry ``label`` = P(chosen better); it must then say that 'chosen' is better."""
+    label = rec.get("label")
+    if label is None:
+        return
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0 <= label <= 1:
+        raise InputError(f"field 'label' must be a number from 0 to 1 (P(chosen better)), got {label!r}",
+                         where=where(rec))
+    if label <= 0.5:
+        raise InputError(f"field 'label' is {label}: it does not say 'chosen' is the better answer, which "
+                         "judge-check needs to know", where=where(rec))
 
 
 def load_labelled(path: str, split: str | None = None) -> list[LabelledPair]:
@@ -91,6 +104,7 @@ def load_labelled(path: str, split: str | None = None) -> list[LabelledPair]:
             raise InputError(exc.message, where=where(rec)) from None
         if chosen.strip() == rejected.strip():
             raise InputError("'chosen' and 'rejected' are the same answer", where=where(rec))
+        _check_label(rec)
         category = rec.get("category")
         if category is not None and not isinstance(category, str):
             raise InputError("field 'category' must be a string", where=where(rec))

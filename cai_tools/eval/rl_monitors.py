@@ -39,8 +39,13 @@ def load_rl_run(path: str | Path) -> dict:
     if not log:
         raise InputError(f"no step logged yet in its {LOG_FILE}", where=str(folder))
     return {"name": folder.name, "path": str(folder), "algo": algo, "log": log,
-            "stop_when": (config or {}).get("stop_when") or [], "stopped_by": info.get("stopped_by"),
+            "stop_when": _conditions((config or {}).get("stop_when")), "stopped_by": info.get("stopped_by"),
             "finished": bool(info)}
+
+
+def _conditions(stop_when) -> list[str]:
+    """A config's stop_when as a list: one condition may be written as a plain string."""
+    return [stop_when] if isinstance(stop_when, str) else [str(c) for c in stop_when or []]
 
 
 def _series(run: dict, stat: str) -> tuple[list[int], list[float]]:
@@ -98,8 +103,9 @@ def rl_section(runs: list[dict], figure: bool = True) -> list[str]:
     for run in runs:
         stopped, conditions = run["stopped_by"], ", ".join(f"`{c}`" for c in run["stop_when"])
         if stopped:
-            said = (f"stopped after step {stopped['step']} by --stop-when `{stopped['condition']}` "
-                    f"({stopped['stat']} = {stopped['value']:.4g})")
+            said = (f"stopped after step {stopped['step']}: `{stopped['condition']}`" if stopped["value"] is None
+                    else f"stopped after step {stopped['step']} by --stop-when `{stopped['condition']}` "
+                         f"({stopped['stat']} = {stopped['value']:.4g})")
         elif conditions:
             said = f"--stop-when {conditions} did not fire" + ("" if run["finished"] else " (the run has not finished)")
         else:

@@ -35,7 +35,7 @@ from .judge_check import LabelledPair, check_judge
 from .stats import elo_intervals, elo_ratings, is_refusal, win_rate_intervals, win_rates
 from ..sl.generate import generate
 from ..sl.judge import JudgeSettings, judge
-from ..records import cut_incomplete_last_line, error_of, read_records, where
+from ..records import error_of, read_records, resume_records, where
 from ..sl.sampling import Sampling
 
 PROMPT_SETS = ("harmless", "helpful")   # red-team prompts, ordinary requests
@@ -402,11 +402,8 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
 
 
 def _readable_records(path: Path) -> list[dict]:
-    """The readable records of an earlier run's file (a line cut by a kill is regenerated)."""
-    if not path.is_file():
-        return []
-    cut_incomplete_last_line(path)
-    return [r for r in read_records(str(path), bad_lines_as="eval") if error_of(r) is None]
+    """The records of an earlier run's file (a line cut by a kill is regenerated)."""
+    return [r for r in resume_records(path) if error_of(r) is None]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -118,13 +118,16 @@ def history_quality(record: dict) -> list[dict]:
     history = record.get("history")
     if not isinstance(history, list):
         return []
-    kept = {q.get("round"): q for q in _stored(record)}
-    previous = record.get("init_response") or ""
+    kept = {q.get("round"): q for q in _stored(record) if _is_key(q.get("round"))}
+    previous = record.get("init_response")
+    previous = previous if isinstance(previous, str) else ""
     rounds = []
     for entry in history:
-        if not isinstance(entry, dict) or not isinstance(entry.get("revision"), str):
+        # a round is judged on its texts: one whose critique or revision is not text is not a round
+        if not isinstance(entry, dict) or not isinstance(entry.get("revision"), str) \
+                or not isinstance(entry.get("critique") or "", str):
             continue
-        stored = kept.get(entry.get("round"), {})
+        stored = kept.get(entry.get("round"), {}) if _is_key(entry.get("round")) else {}
         rounds.append(round_quality(entry, previous, critique_finish=stored.get("critique_finish"),
                                     revision_finish=stored.get("revision_finish")))
         if entry.get("kept") is not False:   # a revision --keep-better rejected never became the answer
@@ -132,9 +135,14 @@ def history_quality(record: dict) -> list[dict]:
     return rounds
 
 
+def _is_key(round_no) -> bool:
+    return isinstance(round_no, (int, float, str, type(None)))
+
+
 def _stored(record: dict) -> list[dict]:
     meta = record.get(CAI_KEY)
-    return [dict(q) for q in meta.get("quality", []) if isinstance(q, dict)] if isinstance(meta, dict) else []
+    stored = meta.get("quality") if isinstance(meta, dict) else None
+    return [dict(q) for q in stored if isinstance(q, dict)] if isinstance(stored, list) else []
 
 
 def _store(record: dict, round_no, **fields) -> None:

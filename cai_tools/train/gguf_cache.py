@@ -4,8 +4,10 @@ transformers reads a GGUF file by parsing it and dequantizing every tensor in Py
 15 s for the 135M default model on 2 cores (3 s more for its tokenizer), at the start of every
 training or scoring process, and minutes for a 7B file. So the first load writes the
 dequantized weights, in the training precision, as a plain safetensors folder, and the
-tokenizer beside them, under ``$CAI_CACHE_DIR/hf-from-gguf/<file stem>-<fingerprint>/``; later
-loads take about a second and give the same tensors. ``--load-in`` needs such a folder anyway:
+tokenizer beside them, under ``$CAI_CACHE_DIR/hf-from-gguf/<file stem>-<fingerprint>/`` (the
+fingerprint hashes the whole file: two GGUFs never share a copy); later loads take about a
+second and give the same tensors. Only a copy marked finished is used, links in the cache are
+never followed, and what killed writers left is cleared by the next one. ``--load-in`` needs such a folder anyway:
 bitsandbytes cannot quantize while transformers reads a GGUF. ``CAI_GGUF_CACHE=0`` turns the
 copy off (except for ``--load-in``), for a disk too small for an fp32 copy (4 bytes per parameter).
 """
@@ -36,10 +38,22 @@ def _entry(gguf: str | os.PathLike) -> Path:
     return cache_dir() / "hf-from-gguf" / f"{path.stem}-{fingerprint(path)[3:]}"
 
 
+# Written into a copy last, just before it is renamed into place: only a folder holding it is a
+# finished copy (not one a crash, an older cai or someone else left there).
+FINISHED = ".cai-finished"
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` is a finished copy: a real folder (no link in the cache is followed)
+    holding the FINISHED mark."""
+    return all(p.is_dir() and not p.is_symlink() for p in (folder, folder.parent)) \
+        and (folder / FINISHED).is_file() and not (folder / FINISHED).is_symlink()
+
+
 def cached_weights(gguf: str | os.PathLike, dtype) -> Path | None:
     """The finished copy of ``gguf``'s weights in ``dtype``, if one is cached."""
     folder = _entry(gguf) / str(dtype).removeprefix("torch.")
-    return folder if (folder / "config.json").is_file() else None
+    return folder if finished(folder) else None
 
 
 def weights_folder(gguf: str | os.PathLike, dtype, on_note: Callable[[str], None] = lambda message: None) -> Path:
@@ -58,7 +72,7 @@ def weights_folder(gguf: str | os.PathLike, dtype, on_note: Callable[[str], None
 
         path = Path(gguf).resolve()
         model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True,
+            str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True, trust_remote_code=False,
             quantization_config=GgufConfig(dequantize=True))
         # Dequantized weights are ordinary ones: drop the GGUF marks save_pretrained refuses.
         model.hf_quantizer = None
@@ -84,15 +98,15 @@ def load_folder(gguf: str | os.PathLike, dtype, load_in: str = "",
 def tokenizer_folder(gguf: str | os.PathLike) -> Path:
     """A folder with ``gguf``'s tokenizer (and chat template), written on first use."""
     folder = _entry(gguf) / "tokenizer"
-    if (folder / "tokenizer_config.json").is_file():
+    if finished(folder):
         return folder
 
     def write(tmp: Path) -> None:
         from transformers import AutoTokenizer
 
         path = Path(gguf).resolve()
-        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
-                                      local_files_only=True).save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
+                                      trust_remote_code=False).save_pretrained(str(tmp))
         restore_control_tokens(tmp / "tokenizer.json", path)
 
     return _write_once(folder, write, gguf)
@@ -146,27 +160,68 @@ def restore_control_tokens(tokenizer_json: Path, gguf: Path) -> int:
 
 
 def _write_once(folder: Path, write: Callable[[Path], None], gguf) -> Path:
-    """Run ``write`` into a temporary folder, then rename it to ``folder``: an interrupted write
-    leaves nothing half-done, and of two processes writing at once (accelerate launch) the
-    first rename wins and the other uses it."""
+    """Run ``write`` into a temporary folder, mark it finished, then rename it to ``folder``: an
+    interrupted write leaves nothing half-done, and of two processes writing at once (accelerate
+    launch) the first rename wins and the other uses it."""
     from ..models.gguf_reading import fast_gguf_reading
 
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        _clear_entry(folder)
+        _remove(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with fast_gguf_reading():
             write(tmp)
+        (tmp / FINISHED).write_text(json.dumps({"gguf": str(Path(gguf).resolve())}) + "\n", encoding="utf-8")
         os.replace(tmp, folder)
     except OSError as exc:
-        if not folder.is_dir():  # not a lost race: a real failure (disk full, permissions)
+        if not finished(folder):  # not a lost race: a real failure (disk full, permissions)
             raise ModelError(f"cannot write the safetensors copy of {gguf} into {folder}: {exc} "
                              "(CAI_GGUF_CACHE=0 loads the GGUF directly)") from None
     except Exception as exc:  # transformers raises many types for a file it cannot read
         raise ModelError(f"cannot load {gguf} into transformers: {exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
     return folder
+
+
+def _clear_entry(folder: Path) -> None:
+    """Before writing ``folder``: remove what is in its way without following a link: a link
+    planted for the entry or the copy, an unfinished copy, and the temporary folders of writers
+    that were killed (their process is gone)."""
+    if folder.parent.is_symlink():
+        folder.parent.unlink()
+    if folder.exists() or folder.is_symlink():
+        if finished(folder):
+            return
+        aside = folder.with_name(f"{folder.name}.stale{os.getpid()}")
+        try:
+            os.replace(folder, aside)   # atomic: no reader sees half of it removed
+        except FileNotFoundError:       # another writer moved it first
+            pass
+        _remove(aside)
+    for left in folder.parent.glob(f"{folder.name}.*") if folder.parent.is_dir() else []:
+        pid = left.name.rpartition(".")[2].removeprefix("tmp").removeprefix("stale")
+        if not (pid.isdigit() and _alive(int(pid))):
+            _remove(left)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # someone else's process: alive
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, or a link without touching what it points at."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def announce_copy(base: str, dtype, load_in: str, on_note: Callable[[str], None]) -> None:

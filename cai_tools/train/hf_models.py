@@ -7,6 +7,8 @@ loads read. Nothing is fetched from the network.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +28,6 @@ FALLBACK_TARGETS = "all-linear"  # PEFT's own choice for an architecture not lis
 def quiet_libraries() -> None:
     """Keep transformers/PEFT/tqdm chatter off stderr: the step prints its own progress."""
     import logging
-    import os
     import warnings
 
     hub_offline()
@@ -42,7 +43,6 @@ def hub_offline() -> None:
     """Never reach the Hugging Face Hub: every model and run is a local path. (Set in the
     environment for libraries not imported yet, and in huggingface_hub's constants in case
     it already is.)"""
-    import os
     import sys
 
     # the user's own setting, for an hf: model reference the user names (model_refs)
@@ -68,10 +68,34 @@ def base_kind(base: str) -> str:
     if path.is_dir() and (path / "config.json").is_file():
         from .runs import check_hf_model_folder
 
+        refuse_custom_code(path)
         check_hf_model_folder(path)
         return "hf"
-    raise ModelError(f"base model not found: {base} is neither a GGUF file nor a Hugging Face "
+    from ..engines.server_urls import masked
+
+    raise ModelError(f"base model not found: {masked(base)} is neither a GGUF file nor a Hugging Face "
                      "model folder (with config.json)")
+
+
+# Files in which a transformers folder names Python classes of its own (``auto_map``), which
+# transformers would import from the folder: running the folder's code.
+CUSTOM_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
+def refuse_custom_code(folder: str | os.PathLike) -> None:
+    """ModelError when a model folder needs its own Python code (an ``auto_map``): cai never runs a
+    model's code (every loader also passes ``trust_remote_code=False``, so none asks on stdin)."""
+    for name in CUSTOM_CODE_FILES:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelError(f"{path} is not readable JSON ({exc})") from None
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ModelError(f"{folder} needs custom code ({name} has an auto_map naming the folder's own "
+                             "Python classes), which cai does not run: use a model transformers supports natively")
 
 
 def check_trainable_arch(base: str, arch) -> None:
@@ -161,9 +185,11 @@ def load_tokenizer(base: str, gguf: str | None = None):
             where, kwargs = str(path.parent), {"gguf_file": path.name}
     from ..models.gguf_reading import fast_gguf_reading
 
+    if Path(where).is_dir():
+        refuse_custom_code(where)
     try:
         with fast_gguf_reading():
-            tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+            tok = AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False, **kwargs)
     except Exception as exc:  # transformers raises many types for an unusable folder/file
         raise ModelError(f"cannot load a tokenizer from {base}: {exc}") from None
     if tok.pad_token_id is None:
@@ -190,7 +216,8 @@ def load_causal_lm(base: str, dtype, load_in: str = "", device: str = "cpu"):
     where, kwargs = _load_args(base, load_in, dtype, device)
     try:
         with fast_gguf_reading():
-            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True, **kwargs)
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True,
+                                                        trust_remote_code=False, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load {base} into transformers: {exc}") from None
 
@@ -215,7 +242,7 @@ def load_reward_model(base: str, dtype, load_in: str = "", device: str = "cpu"):
     try:
         with fast_gguf_reading():
             model = AutoModelForSequenceClassification.from_pretrained(
-                where, num_labels=1, dtype=dtype, local_files_only=True, **kwargs)
+                where, num_labels=1, dtype=dtype, local_files_only=True, trust_remote_code=False, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load {base} into transformers: {exc}") from None
     model.config.pad_token_id = -1

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import InputError, UsageError
-from ..option_fields import option
+from ..option_fields import option, typed_values
+from ..yaml_files import error_line, load_yaml
 from .hf_models import base_kind, peak_memory_mib, pick_device_and_dtype, quiet_libraries
 from .gguf_cache import announce_copy
 from .quantized import prepare_for_lora
@@ -82,12 +83,18 @@ class TrainingConfig:
         values: dict = {}
         if yaml_path:
             try:
-                loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
+                loaded = load_yaml(Path(yaml_path).read_text(encoding="utf-8")) or {}
+            except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(f"cannot read config: {exc}", where=yaml_path) from None
+            except yaml.YAMLError as exc:
+                problem, line = error_line(exc)
+                raise InputError(f"not valid YAML: {problem}", where=f"{yaml_path}:{line}" if line else yaml_path) from None
             if not isinstance(loaded, dict):
                 raise InputError("config must be a mapping of option: value", where=yaml_path)
-            values.update(loaded)
+            try:
+                values.update(typed_values(cls, loaded))
+            except ValueError as exc:
+                raise InputError(str(exc), where=yaml_path) from None
         values.update({k: v for k, v in overrides.items() if v not in (None, [], ())})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

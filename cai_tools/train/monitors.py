@@ -13,13 +13,14 @@ step's answers are measured, per answer, then averaged over the step's answers:
 
 Per-answer values are summed with a count (``monitor_sums``), so processes add their vectors
 and the means (``monitor_means``) are the whole step's. ``--stop-when STAT>BOUND`` ends a run
-after the first step at which the condition holds.
+after the first step at which the condition holds; a NaN reward or KL always ends it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ MONITORS = ("response_words", "repeated_ngram_share", "refusal_rate", "boilerpla
 # What --stop-when can watch: the trainer's reward, KL and length in tokens, and the monitors.
 STOP_STATS = ("reward", "kl", "response_length") + MONITORS
 _NOT_IN_DPO = ("reward", "kl")   # DPO has no reward model and logs no KL
+ALWAYS_WATCHED = ("reward", "kl")   # a NaN in either stops a run, --stop-when or not
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -235,8 +237,13 @@ def parse_stop_when(conditions: Iterable[str], algo: str = "ppo") -> list[StopCo
 
 
 def first_stop(conditions: Sequence[StopCondition], entry: dict) -> dict | None:
-    """The first condition that holds at this step's log entry, as ``cai_run.json``'s
-    ``stopped_by`` records it; None when none does."""
+    """Why the run stops after this step's log entry, as ``cai_run.json``'s ``stopped_by`` records
+    it: a NaN reward, KL or watched statistic (training has broken down: no comparison with a
+    bound would ever hold), else the first condition that holds; None when nothing stops it."""
+    for stat in dict.fromkeys(ALWAYS_WATCHED + tuple(c.stat for c in conditions)):
+        value = entry.get(stat)
+        if isinstance(value, float) and math.isnan(value):
+            return {"condition": f"{stat} is NaN", "stat": stat, "value": None, "step": entry["step"]}
     for condition in conditions:
         if condition.holds(entry):
             return {"condition": str(condition), "stat": condition.stat, "value": entry[condition.stat],
@@ -245,5 +252,9 @@ def first_stop(conditions: Sequence[StopCondition], entry: dict) -> dict | None:
 
 
 def stop_note(stopped: dict) -> str:
+    if stopped["value"] is None:
+        return (f"stopping after step {stopped['step']}: {stopped['condition']}, so training has broken down "
+                "(a NaN always stops a run); the adapter is saved as it is now: if its weights are NaN too, "
+                "use an earlier checkpoint")
     return (f"stopping after step {stopped['step']}: --stop-when {stopped['condition']} held "
             f"({stopped['stat']} = {stopped['value']:.4g}); the adapter is saved as at a normal end")
