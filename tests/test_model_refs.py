@@ -325,7 +325,8 @@ def test_a_manifest_digest_that_is_not_a_sha256_is_one_line_and_reads_nothing(ol
     assert result.returncode == 1 and len(lines) == 1 and says in lines[0], result.stderr
     assert "manifests/registry.ollama.ai/library/evil/latest" in lines[0]
     assert "internal error" not in lines[0] and b"TOP-SECRET" not in result.stderr
-    listed = run_cai("models", "--json", env={**os.environ, "OLLAMA_MODELS": str(ollama), "CAI_MODELS_DIR": str(tmp_path)})
+    listed = run_cai("models", "--json", env={**os.environ, "OLLAMA_MODELS": str(ollama), "CAI_MODELS_DIR": str(tmp_path),
+                                                        "CAI_CACHE_DIR": str(tmp_path / "cache")})
     assert listed.returncode == 0 and [json.loads(x)["reference"] for x in listed.stdout.splitlines()] == ["ollama:tiny:q4"]
 
 
@@ -369,6 +370,7 @@ def test_models_lists_readable_ggufs_of_every_registry_and_skips_the_rest(ollama
     (studio / "zip.gguf").write_bytes(b"PK\x03\x04")
     monkeypatch.setenv("LMSTUDIO_MODELS", str(tmp_path / "lmstudio"))
     monkeypatch.setenv("CAI_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path / "cache"))   # the user's training copies are listed too
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     refs = [m["reference"] for m in local_models()]
     assert refs == ["ollama:hf.co/someone/Tiny-GGUF:Q4_K_M", "ollama:tiny:q4", "ollama:user/mine:latest",
@@ -392,7 +394,8 @@ def test_models_gives_hf_references_that_resolve_offline(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text(COMMIT)
     for key, value in {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
                        "HF_HUB_OFFLINE": "1", "CAI_MODELS_DIR": str(tmp_path / "none"),
-                       "OLLAMA_MODELS": str(tmp_path / "no-ollama"), "LMSTUDIO_MODELS": str(tmp_path / "no-lms")}.items():
+                       "OLLAMA_MODELS": str(tmp_path / "no-ollama"), "LMSTUDIO_MODELS": str(tmp_path / "no-lms"),
+                       "CAI_CACHE_DIR": str(tmp_path / "cache")}.items():
         monkeypatch.setenv(key, value)
     import huggingface_hub.constants as constants
 
