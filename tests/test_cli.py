@@ -154,3 +154,43 @@ def test_every_subcommand_has_help():
     for cmd in ("generate", "critique", "revise", "format", "constitution", "fetch-model"):
         assert cmd in top.stdout.decode()
         assert run_cai(cmd, "--help").returncode == 0
+
+
+def _commands(group, path=()):
+    """(path, click command) for every command under a click group, groups themselves included."""
+    import click
+
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_help_fits_80_columns_with_no_option_name_cut():
+    """Every command's --help at COLUMNS=80: every option name appears whole, nothing ends in '…',
+    and no line is wider than the terminal; the top-level list is one line per command."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cai_tools.cli.main import app
+
+    runner = CliRunner()
+    group = typer.main.get_command(app)
+    checked = 0
+    for path, command in [((), group), *_commands(group)]:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        assert result.exit_code == 0, (path, result.output)
+        lines = result.output.splitlines()
+        assert "…" not in result.output, (path, [x for x in lines if "…" in x])
+        assert max(len(x) for x in lines) <= 80, path
+        names = [n for p in command.params for n in (*p.opts, *getattr(p, "secondary_opts", ())) if n.startswith("-")]
+        missing = [n for n in names if n not in result.output]
+        assert not missing, (path, missing)
+        checked += 1
+    assert checked >= 20
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).output
+    for name in group.commands:
+        entry = [x for x in top.splitlines() if f"│ {name} " in x]
+        assert len(entry) == 1, name
+        after = top.splitlines()[top.splitlines().index(entry[0]) + 1]
+        assert after.startswith("│ ") and after[2:3] != " " or after.startswith("╰"), (name, after)   # one line each

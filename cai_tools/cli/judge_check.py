@@ -21,7 +21,8 @@ JUDGE_CHECK_DATA = PROJECT_ROOT / "data" / "judge_check.jsonl"
 def judge_check(
     data: Annotated[str, typer.Option(
         help="Labelled pairs: 'prompt' (or 'messages'), 'chosen' (the better answer), 'rejected', "
-             "optional 'category' and 'split' (TRL's preference layout).")] = str(JUDGE_CHECK_DATA),
+             "optional 'category' and 'split' (TRL's preference layout).",
+        show_default="the bundled data/judge_check.jsonl")] = str(JUDGE_CHECK_DATA),
     split: Annotated[str, typer.Option(
         help="Use the pairs whose 'split' is this ('' for all); records without one count. The "
              "bundled set's 'test' split is held out from any tuning.")] = "test",

@@ -59,7 +59,10 @@ def field_annotation(cls, name: str, *, given_only: bool = False, default=MISSIN
         if shown is not None:
             help_text = f"{help_text} (default: {shown})"
         kind = Optional[kind]
-    return Annotated[kind, typer.Option(*meta["flags"], help=help_text, envvar=meta["envvar"])]
+    from .help_layout import PANEL_OF
+
+    return Annotated[kind, typer.Option(*meta["flags"], help=help_text, envvar=meta["envvar"],
+                                        rich_help_panel=PANEL_OF.get(name) if given_only else None)]
 
 
 def _default(field: dataclasses.Field):
