@@ -35,9 +35,23 @@ PROMPTS_FROM ?= data
 # build: 2.13.0 is a CPU build on these machines. On a GPU box: make install TORCH=torch
 TORCH  ?= torch==2.13.0
 DEMO   ?= out/demo
+# The demo's training check (the fourth instrument): CHECK_STEPS of ALGO from the SL-CAI model
+# toward a rule whose answer is known; SmolLM2 opens about 4 answers in 10 with one of these words
+CHECK_RULE  ?= regex=^\W*(The|To|When)\b
+CHECK_STEPS ?= 12
+CHECK_LR    ?= 1e-3
+# make sanity: every training algorithm toward SANITY_RULE (see docs/sanity.md)
+SANITY_OUT   ?= out/sanity
+SANITY_RULE  ?= $(CHECK_RULE)
+SANITY_STEPS ?= 12
+SANITY_LR    ?= 1e-3
+SANITY_DPO_LR ?= 1e-3
+SANITY_PM_STEPS ?= 40
+SANITY_ALGOS ?= all
+SANITY_EVAL_N ?= 0   # held-out prompts (0: all 46)
 GPU    := $(if $(strip $(GPU_LAYERS)),--n-gpu-layers $(strip $(GPU_LAYERS)))
 
-.PHONY: install model families test test-unit demo bench bench-scale gpu-check clean help
+.PHONY: install model families test test-unit demo sanity bench bench-scale gpu-check clean help
 
 help:
 	@echo "make demo   install, fetch the model, run the pipeline: SL-CAI data, sft, export,"
@@ -45,6 +59,7 @@ help:
 	@echo "make test   install, fetch the model, run the test suite"
 	@echo "make model  fetch the default tiny GGUF model into models/"
 	@echo "make families  build tiny models of ten model families (the test matrix) into models/families"
+	@echo "make sanity known-answer runs: every training algorithm toward a rule, before/after (docs/sanity.md)"
 	@echo "make bench  engine benchmarks (ratios against baselines measured in the same run)"
 	@echo "make bench-scale  training cost at 135M/360M/1B random-init models; refits the cost model"
 	@echo "make gpu-check    on a machine with an NVIDIA GPU: CUDA venv, generation/sft/build-pm/PPO measured"
@@ -83,7 +98,7 @@ test-unit: install
 PROMPTS  := $(DEMO)/prompts.jsonl
 started   = @mkdir -p $(DEMO) && date +%s > $(DEMO)/.start-$(1)
 finished  = @echo "$(1)	$$(( $$(date +%s) - $$(cat $(DEMO)/.start-$(1)) ))" >> $(DEMO)/timings.tsv
-demo: $(DEMO)/eval/report.md
+demo: $(DEMO)/eval/report.md $(DEMO)/training_check.json
 	@$(CAI) view -q $(DEMO)/sl.jsonl -o $(DEMO)/eval/view-sl.html --title "SL-CAI: critiques and revisions"
 	@$(CAI) view -q $(DEMO)/prefs.jsonl -o $(DEMO)/eval/view-judged.html --title "Judged pairs"
 	@$(CAI) view -q $(DEMO)/eval/answers.jsonl -o $(DEMO)/eval/view-answers.html --title "Eval answers side by side"
@@ -155,6 +170,22 @@ $(DEMO)/eval/report.md: $(DEMO)/sl-lora.gguf $(DEMO)/rl-lora.gguf $(DEMO)/pm/cai
 	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) \
 	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --seed $(SEED) --out $(DEMO)/eval
 	$(call finished,eval)
+
+# The fourth instrument: does the demo's algorithm move the SL-CAI model toward a known answer?
+$(DEMO)/training_check.json: $(DEMO)/sl-lora.gguf
+	$(call started,training-check)
+	@echo "== training check: $(CHECK_STEPS) steps of $(ALGO) toward rule:$(CHECK_RULE), measured through the exported GGUF"
+	$(PY) scripts/sanity.py --out $(DEMO)/training-check --model $(MODEL) --policy $(DEMO)/sft --policy-lora $< \
+	  --rule '$(CHECK_RULE)' --algos "$(ALGO) (rule)" --steps $(CHECK_STEPS) --lr $(CHECK_LR) --max-new-tokens 8 \
+	  --samples 4 --eval-n $(EVAL_N) --seed $(SEED)
+	cp $(DEMO)/training-check/sanity.json $@
+	$(call finished,training-check)
+
+# Known-answer runs of every training algorithm on MODEL (docs/sanity.md)
+sanity: install model
+	$(PY) scripts/sanity.py --out $(SANITY_OUT) --model $(MODEL) --rule '$(SANITY_RULE)' --algos '$(SANITY_ALGOS)' \
+	  --steps $(SANITY_STEPS) --lr $(SANITY_LR) --dpo-lr $(SANITY_DPO_LR) --pm-steps $(SANITY_PM_STEPS) \
+	  --max-new-tokens 8 --samples 4 --eval-n $(SANITY_EVAL_N) --seed $(SEED)
 
 clean:
 	rm -rf out .pytest_cache

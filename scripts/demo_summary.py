@@ -64,9 +64,11 @@ def data_verdict(share):
     return "ok" if share >= 0.5 else "weak" if share >= 0.2 else "poor"
 
 
-# The three instruments: is the judge any good, is the SL data usable, is the PM better than chance?
+# The four instruments: is the judge any good, is the SL data usable, is the PM better than
+# chance, and does the training machinery learn a rule whose answer is known?
 say("")
-say("== instruments (verdicts: ok / weak / at chance / below chance; SL-CAI data: ok / weak / poor)")
+say("== instruments (verdicts: ok / weak / at chance / below chance; SL-CAI data: ok / weak / poor;\n"
+    "   training check: learns / no effect / wrong direction)")
 judge_check = summary.get("judge_reliability")
 if judge_check:
     g = judge_check["groups"]["all"]
@@ -85,6 +87,14 @@ if rounds:
 if pm and pm.get("accuracy_interval"):
     say(f"{'PM':<13}{pm['verdict']:>10}  held-out accuracy {interval(pm['accuracy'], pm['accuracy_interval'])} "
         f"on {pm['pairs']} pairs" + (f" ({pm['warning']})" if pm.get("warning") else ""))
+check_file = demo / "training_check.json"
+if check_file.exists():
+    check = json.loads(check_file.read_text())
+    run = next(v for k, v in check.items() if isinstance(v, dict) and "verdict" in v and k != "pm")
+    low, high = run["interval"]
+    say(f"{'training check':<14}{run['verdict']:>9}  {check['algos']} toward {check['rule']}: held-out metric "
+        f"{run['before']:.2f} -> {run['after']:.2f}, {run['difference']:+.2f} [{low:+.2f}, {high:+.2f}] "
+        f"over {run['prompts']} prompts")
 say("")
 say(headline_table(summary))
 say("")

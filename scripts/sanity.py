@@ -83,6 +83,8 @@ class Check:
         self.train = write_jsonl(self.out / "train_prompts.jsonl", prompts_of("train", args.train_n))
 
     def metric(self, lora: str | None = None) -> list[float]:
+        """Each held-out prompt's mean rule reward (before training: the policy's own adapter)."""
+        lora = lora or self.args.policy_lora
         from cai_tools.engines import EngineOptions
         from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
         from cai_tools.eval.known_answer import rule_metric
@@ -96,7 +98,8 @@ class Check:
         from cai_tools.sl.rule_label import LabelTally, relabel
 
         answers = self.out / "answers.jsonl"
-        cai("generate", "-m", self.args.model, "-n", "3", "--max-tokens", self.args.max_new_tokens,
+        lora = ["--lora", self.args.policy_lora] if self.args.policy_lora else []
+        cai("generate", "-m", self.args.model, *lora, "-n", "3", "--max-tokens", self.args.max_new_tokens,
             "--seed", self.args.seed, "-q", self.train, log=self.log, stdout=answers)
         unlabelled = []
         for line in answers.read_text().splitlines():
@@ -114,7 +117,7 @@ class Check:
         pm = self.out / "pm"
         shutil.rmtree(pm, ignore_errors=True)
         cai("build-pm", "--base", self.args.model, "--data", pairs, "--eval-fraction", 0.25,
-            "--max-steps", self.args.pm_steps, "--seed", self.args.seed, "-q", "--out", pm, log=self.log)
+            "--max-steps", self.args.pm_steps, "--lr", self.args.pm_lr, "--seed", self.args.seed, "-q", "--out", pm, log=self.log)
         return pm, json.loads((pm / "eval.json").read_text())
 
     def train_run(self, name: str, pm: Path, pairs: Path) -> Path:
@@ -122,7 +125,8 @@ class Check:
         shutil.rmtree(run, ignore_errors=True)
         filled = [{"RULE": self.rule_spec, "PM": str(pm), "PAIRS": str(pairs)}.get(a, a) for a in RUNS[name]]
         extra = ["--lr", self.args.dpo_lr] if "dpo" in name else ["--lr", self.args.lr] if self.args.lr else []
-        cai("rl", *filled, "--policy", self.args.model, "--prompts", self.train, "--max-steps", self.args.steps,
+        cai("rl", *filled, "--policy", self.args.policy or self.args.model, "--base", self.args.model,
+            "--prompts", self.train, "--max-steps", self.args.steps,
             "--batch-size", self.args.batch_size, "--max-new-tokens", self.args.max_new_tokens,
             "--save-every", max(1, self.args.steps // 2), "--seed", self.args.seed, *extra, "-q", "--out", run,
             log=self.log)
@@ -145,13 +149,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/sanity")
     p.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    p.add_argument("--policy", default=None, help="starting policy: a 'cai sft' run (default: the model)")
+    p.add_argument("--policy-lora", default=None, help="--policy exported as a GGUF adapter (the metric before)")
     p.add_argument("--rule", default="length=12")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--lr", type=float, default=None, help="RL learning rate (default: cai rl's)")
     p.add_argument("--dpo-lr", type=float, default=5e-5)
-    p.add_argument("--pm-steps", type=int, default=16)
+    p.add_argument("--pm-steps", type=int, default=40)
+    p.add_argument("--pm-lr", type=float, default=1e-3)
     p.add_argument("--train-n", type=int, default=48)
     p.add_argument("--eval-n", type=int, default=0, help="held-out prompts (0: all 46)")
     p.add_argument("--samples", type=int, default=2, help="answers per held-out prompt")
@@ -165,18 +172,25 @@ def main() -> None:
     before = check.metric()
     print(f"before training: {args.rule} metric {sum(before) / len(before):.3f} on {len(before)} held-out "
           "prompts", file=sys.stderr)
-    pairs = check.pairs()
-    pm, pm_info = check.build_pm(pairs)
-    results = {"rule": check.rule_spec, "model": args.model, "steps": args.steps, "pm": pm_info}
-    lines = [f"build-pm: held-out accuracy {_pm_line(pm_info)}"]
-    print(lines[0], file=sys.stderr)
     names = list(RUNS) if args.algos == "all" else [n.strip() for n in args.algos.split(",")]
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise SystemExit(f"sanity: unknown --algos {unknown}; choose from {list(RUNS)}")
+    results = {"rule": check.rule_spec, "model": args.model, "steps": args.steps, "algos": ", ".join(names)}
+    lines, pm, pairs = [], None, None
+    if any("PAIRS" in RUNS[n] or "PM" in RUNS[n] for n in names):   # only the runs that need them
+        pairs = check.pairs()
+        pm, results["pm"] = check.build_pm(pairs)
+        lines.append(f"build-pm: held-out accuracy {_pm_line(results['pm'])}")
+        print(lines[0], file=sys.stderr)
     curves = {}
     for name in names:
         t0 = time.monotonic()
         run = check.train_run(name, pm, pairs)
         mid = max(1, args.steps // 2)
-        mid_metric = check.metric(check.exported(run, mid)) if mid < args.steps else None
+        # A checkpoint holds the RL adapter alone: on a base model it is the whole policy, on an sft
+        # run it lacks the sft adapter that the final export folds in, so it is measured only there.
+        mid_metric = check.metric(check.exported(run, mid)) if mid < args.steps and not args.policy else None
         after = check.metric(check.exported(run))
         result = paired_difference(before, after, seed=args.seed)
         result["seconds"] = round(time.monotonic() - t0, 1)

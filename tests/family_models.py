@@ -267,3 +267,4 @@ if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models" / "families")
     for fam in FAMILIES:
         print(build(fam, target))
+    print(build_small_vocab(target))

@@ -158,11 +158,9 @@ def test_every_subcommand_has_help():
 
 def _commands(group, path=()):
     """(path, click command) for every command under a click group, groups themselves included."""
-    import click
-
     for name, command in group.commands.items():
         yield (*path, name), command
-        if isinstance(command, click.Group):
+        if hasattr(command, "commands"):   # a group (typer vendors its own click)
             yield from _commands(command, (*path, name))
 
 
@@ -187,7 +185,7 @@ def test_help_fits_80_columns_with_no_option_name_cut():
         missing = [n for n in names if n not in result.output]
         assert not missing, (path, missing)
         checked += 1
-    assert checked >= 20
+    assert checked >= 24
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).output
     for name in group.commands:
         entry = [x for x in top.splitlines() if f"│ {name} " in x]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # 2 prompts x 1 round of the tiny model may leave no usable SL-CAI round, so the demo here trains
 # on every round (the filter itself is tested in test_quality.py and test_real_sft.py).
 SIZES = ["N=2", "ROUNDS=1", "PAIRS_N=4", "SFT_STEPS=2", "PM_STEPS=2", "RL_STEPS=1", "EVAL_N=2",
-         "JUDGE_CHECK_N=4", "SFT_FILTER=--keep-flagged"]
+         "JUDGE_CHECK_N=4", "SFT_FILTER=--keep-flagged", "CHECK_STEPS=1"]
 
 pytestmark = [pytest.mark.model, pytest.mark.pipeline]
 
@@ -70,15 +70,20 @@ def test_make_demo_runs_the_whole_pipeline(tmp_path):
     for png in ("harmless_vs_helpful.png", "pm_by_revision_round.png"):
         assert f"]({png})" in report and (ev / png).read_bytes()[:4] == b"\x89PNG"
     assert f"report: {ev / 'report.md'}" in done.stderr
-    # The three instruments, each with a verdict, and the eval's verdict from the judge check.
+    # The four instruments, each with a verdict, and the eval's verdict from the judge check.
     assert summary["judge_reliability"]["pairs"] == 4 and "## Judge reliability" in report
     instruments = done.stderr[done.stderr.index("== instruments"):]
     for line in ("judge check", "SL-CAI data", "PM"):
         assert re.search(rf"^{line} +(ok|weak|at chance|poor) ", instruments, re.M), instruments
     assert "revision rounds usable" in instruments and "sft trained on all" in instruments
+    check = json.loads((demo / "training_check.json").read_text())
+    assert check["algos"] == "ppo (rule)" and check["ppo (rule)"]["prompts"] == 2   # EVAL_N held-out prompts
+    assert re.search(r"^training check +(learns|no effect|wrong direction) +ppo \(rule\) toward rule:", instruments,
+                     re.M), instruments
 
     stages = (demo / "timings.tsv").read_text().splitlines()
-    assert [s.split("\t")[0] for s in stages] == ["sl-data", "sft", "pairs+judge", "build-pm", "rl", "eval"]
+    assert [s.split("\t")[0] for s in stages] == ["sl-data", "sft", "pairs+judge", "build-pm", "rl", "eval",
+                                                  "training-check"]
     again = make_demo(demo)   # everything is up to date: only the summary runs
     assert again.returncode == 0 and "== " not in again.stdout.replace("== make demo", "")
     assert (demo / "timings.tsv").read_text().splitlines() == stages
