@@ -98,7 +98,15 @@ def _parse_line(raw: bytes) -> dict:
         raise ValueError(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    rid = data.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int, float))):
+        # ids key the resume sets, the seeds and the pairs: only a string or a number can
+        raise ValueError(f"field 'id' must be a string or a number, got {_json_kind(rid)}")
     return data
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
 
 
 class RecordWriter:

@@ -167,7 +167,8 @@ def _feed_then(step: str, args: list[str], data: bytes, out: Path, lines: int, s
     """Run ``step`` appending to ``out``, feed the first ``lines`` input lines, wait for their
     output, then ``stop(proc)`` (stdin stays open: the step is mid-run)."""
     with open(out, "ab") as sink:
-        proc = popen(step, *args, "--batch-size", "1", "-q", stdout=sink)
+        one_at_a_time = [] if step in ("pairs", "format") else ["--batch-size", "1"]   # those two stream anyway
+        proc = popen(step, *args, *one_at_a_time, "-q", stdout=sink)
         proc.stdin.write(b"".join(data.splitlines(keepends=True)[:lines]))
         proc.stdin.flush()
         deadline = time.monotonic() + 120

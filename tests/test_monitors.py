@@ -133,9 +133,10 @@ def test_the_eval_report_names_a_nan_stop_and_a_condition_written_as_a_string(tm
     ("lora_r: '16'\n", "cfg.yaml: 'lora_r' must be a whole number, got '16'"),
     ("learning_rate: fast\n", "cfg.yaml: 'learning_rate' must be a number, got 'fast'"),
     ("lora_r: 8\nlora_r: 16\n", "cfg.yaml:2: not valid YAML: duplicate key 'lora_r' (first given on line 1)"),
+    (b"\xff\xfe\x00binary", "cfg.yaml: cannot read config: 'utf-8' codec can't decode"),   # was an internal error
 ])
 def test_config_values_of_the_wrong_type_are_one_line_naming_file_and_key(tmp_path, config, says):
-    (tmp_path / "cfg.yaml").write_text(config)
+    (tmp_path / "cfg.yaml").write_bytes(config if isinstance(config, bytes) else config.encode())
     result = run_cai("rl", "--pm", "nowhere", "--prompts", PROMPTS, "--config", tmp_path / "cfg.yaml", "--out", tmp_path / "r")
     errors = [x for x in result.stderr.decode().splitlines() if "error" in x]
     assert result.returncode in (1, 2) and len(errors) == 1 and says in errors[0], result.stderr

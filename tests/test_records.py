@@ -124,3 +124,19 @@ def test_process_in_batches_error_policy():
         for r in process_in_batches(recs, 3, "step", "fail", handle):
             emitted.append(r["id"])
     assert emitted == ["0", "1"]
+
+
+@pytest.mark.parametrize("rid, says", [({"a": 1}, "an object"), ([1], "a list"), (True, "true/false")])
+def test_an_id_that_is_not_a_string_or_a_number_is_a_bad_line(tmp_path, rid, says):
+    """An id keys resume sets, seeds and pairs: an object there was an internal error (unhashable)."""
+    import json
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "id": 7}) + "\n" + json.dumps({"prompt": "b", "id": rid}) + "\n")
+    reader = read_records(path)
+    assert next(reader)["id"] == 7
+    with pytest.raises(InputError) as err:
+        next(reader)
+    assert f"{path}:2" in str(err.value) and f"field 'id' must be a string or a number, got {says}" in str(err.value)
+    skipped = list(read_records(path, bad_lines_as="generate"))
+    assert "field 'id'" in skipped[1]["_cai"]["error"]["message"]

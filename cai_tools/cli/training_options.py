@@ -113,8 +113,8 @@ def _base_in(config: str | None) -> bool:
 
     try:
         loaded = yaml.safe_load(open(config, encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False  # from_sources reports it
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # from_sources reports it, naming the file
     return isinstance(loaded, dict) and bool(loaded.get("base"))
 
 
