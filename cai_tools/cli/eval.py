@@ -9,7 +9,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import UsageError
-from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
+from ..models.files import PROJECT_ROOT, check_gguf_file, check_lora_file
+from ..models.refs import resolve_model
 from ..train.runs import check_run_folder
 from ..engines.base import EngineOptions
 from ..sl.sampling import Sampling

@@ -45,7 +45,7 @@ def hub_offline() -> None:
     it already is.)"""
     import sys
 
-    # the user's own setting, for an hf: model reference the user names (model_refs)
+    # the user's own setting, for an hf: model reference the user names (models/refs.py)
     os.environ.setdefault("CAI_USER_HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
     for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[switch] = "1"
@@ -59,8 +59,8 @@ def base_kind(base: str) -> str:
     (with config.json); ModelError when ``base`` is neither."""
     path = Path(base)
     if path.is_file():
-        from ..model_files import check_gguf_file
-        from ..gguf_metadata import check_model_metadata
+        from ..models.files import check_gguf_file
+        from ..models.gguf_metadata import check_model_metadata
 
         check_gguf_file(base)
         check_trainable_arch(base, check_model_metadata(base).get("general.architecture"))

@@ -108,7 +108,7 @@ class TrainingConfig:
     def check(self) -> None:
         if not self.base:
             raise UsageError("no base model: pass --base (a GGUF file or a HF model folder)")
-        from ..model_refs import resolve
+        from ..models.refs import resolve
 
         self.base = resolve(self.base)   # hf:/ollama:/lmstudio: -> the local file or folder
         if not self.out:

@@ -97,7 +97,7 @@ class RLConfig(TrainingConfig):
                                    "ones (the paper's 'you are valid, valued, and cared for', ...). Repeatable.")
 
     def check(self) -> None:
-        from ..model_refs import resolve
+        from ..models.refs import resolve
 
         # either may be a model reference (hf:, ollama:, lmstudio:); the policy may also be a run
         self.base = resolve(self.base) if self.base else ""
@@ -137,7 +137,7 @@ class RLConfig(TrainingConfig):
             if is_rule_judge(self.judge):
                 parse_reward(self.judge)   # a rule in the judge's place: checked here
             elif not self.judge.startswith(("http://", "https://")) and not registered(self.judge):
-                from ..model_files import check_gguf_file
+                from ..models.files import check_gguf_file
 
                 # before the policy loads: a wrong judge path is one line, not a minute later
                 self.judge = str(check_gguf_file(resolve(self.judge)))
