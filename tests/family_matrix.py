@@ -70,7 +70,7 @@ class Matrix:
 
 
 def run(family: str, work: Path) -> dict:
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
     from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
     from cai_tools.sl.critique import critique

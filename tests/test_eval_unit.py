@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cai_tools.constitution import load_constitution
+from cai_tools.constitutions.constitution import load_constitution
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import InputError, UsageError
 from cai_tools.eval.report import FIG_ELO, FIG_ROUNDS, markdown, write_report

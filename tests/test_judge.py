@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cai_tools.constitution import load_constitution
+from cai_tools.constitutions.constitution import load_constitution
 from cai_tools.engines.base import ItemError
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import ConstitutionError, RecordError

@@ -50,7 +50,7 @@ def test_prefer_first_passes_item_errors_on():
         def choice_logprobs(self, chats, options, *, cue=""):
             return [ItemError("too long")] * len(chats)
 
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
 
     c = load_constitution("harmless")
     (out,) = prefer_first(Failing(), c, [([{"role": "user", "content": "Q"}], c.judge[0], "a", "b")])

@@ -56,7 +56,7 @@ def scripted(replies: list[str], then=varied):
 
 def run(engine, n=4, *, seeds=SEEDS, all_seeds=ALL_SEEDS, seed=0, batch_size=32, stats=None, done=(),
         **settings):
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
 
     const = load_constitution(settings.pop("constitution", "harmless"))
     return list(redteam(seeds, all_seeds, engine, const, RedteamSettings(n=n, **settings),

@@ -82,7 +82,7 @@ def eval_(
         if not model:  # nothing to compare: the RL runs' monitors alone
             typer.echo(str(write_rl_report(rl_runs, out)))
             return
-        from ..constitution import load_constitution
+        from ..constitutions.constitution import load_constitution
         from ..eval.report import headline_table, write_report
         from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
                                 revision_round_conversations, run_eval)

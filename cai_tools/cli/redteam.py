@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from ..constitution import load_constitution
+from ..constitutions.constitution import load_constitution
 from ..errors import CaiError, UsageError
 from ..records import RecordWriter, resume_records
 from ..sl.redteam import RedteamSettings, RedteamStats, read_seeds, redteam as redteam_step

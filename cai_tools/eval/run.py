@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 import orjson
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import InputError, UsageError

@@ -78,7 +78,7 @@ def check_model(path: str) -> dict:
 
 def _judge_options(native, template) -> tuple[str, bool]:
     """How " (A)" and " (B)" tokenize where the judge reads them, and whether they differ."""
-    from ..constitution import load_constitution
+    from ..constitutions.constitution import load_constitution
     from ..sl.judge import CUE, OPTIONS, judge_chat
 
     constitution = load_constitution("harmless")

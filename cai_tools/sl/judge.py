@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
-from ..constitution import Constitution, JudgePrinciple
+from ..constitutions.constitution import Constitution, JudgePrinciple
 from ..conversation import prompt_messages
 from ..engines.base import Engine, Generation, ItemError
 from ..errors import ConstitutionError, RecordError

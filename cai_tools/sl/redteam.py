@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from ..engines.base import Engine, ItemError
 from ..errors import InputError, RecordError
 from ..option_fields import option

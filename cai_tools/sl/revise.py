@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from .critique import answered_conversation, critique_batch
 from ..conversation import prompt_messages
 from ..engines.base import Engine, ItemError

@@ -36,7 +36,7 @@ class JudgeReward:
     __name__ = "judge_reward"   # TRL names the reward column after it
 
     def __init__(self, cfg, on_note: Callable[[str], None] = lambda message: None):
-        from ..constitution import load_constitution
+        from ..constitutions.constitution import load_constitution
         from ..engines.base import EngineOptions
         from ..engines.registry import open_engine
 
