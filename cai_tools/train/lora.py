@@ -29,12 +29,8 @@ from ..option_fields import option, typed_values
 from ..yaml_files import error_line, load_yaml
 from .hf_models import base_kind, peak_memory_mib, pick_device_and_dtype, quiet_libraries
 from .gguf_cache import announce_copy
-from .quantized import prepare_for_lora
+from .quantized import CHECKPOINTING_KWARGS, prepare_for_lora
 from .runs import RunFolder, peft_config
-
-
-# Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
-CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
 @dataclass

@@ -26,9 +26,10 @@ from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
 from ..option_fields import option
 from .chat_tokens import left_padded_prompts
-from .lora import CHECKPOINTING_KWARGS, TrainingConfig
+from .lora import TrainingConfig
 from .monitors import (STOP_STATS, boilerplate_phrases, first_stop, monitor_means, monitor_sums, parse_stop_when,
                        stop_note)
+from .quantized import CHECKPOINTING_KWARGS
 from ..records import error_of, read_records
 from .rl_shared_pm import PM_BASE_MODES
 from .row_sampling import RowGumbelSampler, row_seed
