@@ -25,7 +25,7 @@ from typing import Callable
 from ..conversation import prompt_messages
 from ..errors import InputError, UsageError
 from ..option_fields import option
-from .chat_tokens import left_padded_prompts
+from .chat_tokens import left_padded_prompts, response_mask
 from .lora import TrainingConfig
 from .monitors import (STOP_STATS, boilerplate_phrases, first_stop, monitor_means, monitor_sums, parse_stop_when,
                        stop_note)
@@ -370,7 +370,7 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg: RL
                               temperature=None, top_k=None, top_p=None)
     n_prompt = enc["input_ids"].shape[1]
     response = full[:, n_prompt:]
-    resp_mask = _response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    resp_mask = response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
     attention = torch.cat([enc["attention_mask"], resp_mask], dim=1)
     texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, resp_mask)]
 
@@ -419,15 +419,6 @@ def _ppo_step(model, value_head, optimizer, tokenizer, pm, batch, seeds, cfg: RL
             **monitor_means(totals[7:].tolist()),
             "tokens": int(tokens),   # prompt + answer tokens the step processed
             "pg_loss": round(pg_sum / n, 6), "value_loss": round(vf_sum / n, 6)}
-
-
-def _response_mask(response, eos_id: int, pad_id: int):
-    """1 for generated tokens up to and including the first end-of-sequence, else 0."""
-    import torch
-
-    is_end = (response == eos_id) | (response == pad_id)
-    ended_before = torch.cumsum(is_end.long(), dim=1) - is_end.long()
-    return (ended_before == 0).long()
 
 
 def _forward(model, value_head, full, attention, n_prompt):
