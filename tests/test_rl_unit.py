@@ -74,7 +74,7 @@ def test_response_mask_stops_after_the_first_end_token():
                                            ({"algo": "a2c"}, "--algo"), ({"pm_base": "both"}, "--pm-base")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
-    from cai_tools.train.rl_ppo import RLConfig
+    from cai_tools.train.rl_config import RLConfig
 
     values = {"policy": "m.gguf", "out": "r", "pm": "pm", "prompts": ["p.jsonl"], **missing}
     with pytest.raises(UsageError, match=says):
