@@ -84,8 +84,9 @@ def eval_(
             return
         from ..constitutions.constitution import load_constitution
         from ..eval.report import headline_table, write_report
-        from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
-                                revision_round_conversations, run_eval)
+        from ..eval.run import run_eval
+        from ..eval.settings import EvalSettings, ModelSpec, check_models, load_eval_prompts
+        from ..eval.summary import revision_round_conversations
         from ..engines import open_engine
 
         specs = [ModelSpec.parse(m) for m in model or []]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..calibration import NO_SIGNAL
 from .judge_check import WEAK_CONSISTENCY
 from .plotting import pyplot
-from .run import PROMPT_SETS
+from .settings import PROMPT_SETS
 
 FIG_ELO = "harmless_vs_helpful.png"
 FIG_ROUNDS = "pm_by_revision_round.png"
