@@ -10,7 +10,7 @@ from cai_tools.engines.base import ItemError
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import RecordError
 from cai_tools.sl.generate import generate
-from cai_tools.sl.judge import prefer_first
+from cai_tools.sl.judge_question import prefer_first
 from cai_tools.sl.revise import KeptTally, revise
 from cai_tools.sl.hf_format import to_hf
 from cai_tools.train.sft_data import cai_examples, left_out_summary

@@ -79,7 +79,7 @@ def check_model(path: str) -> dict:
 def _judge_options(native, template) -> tuple[str, bool]:
     """How " (A)" and " (B)" tokenize where the judge reads them, and whether they differ."""
     from ..constitutions.constitution import load_constitution
-    from ..sl.judge import CUE, OPTIONS, judge_chat
+    from ..sl.judge_question import CUE, OPTIONS, judge_chat
 
     constitution = load_constitution("harmless")
     chat = judge_chat(constitution, [{"role": "user", "content": "Hello?"}], constitution.judge[0],

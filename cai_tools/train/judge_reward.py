@@ -97,7 +97,7 @@ class JudgeReward:
         """P(first better) for each (prompt, first, second), from the cache or the judge."""
         from ..engines.base import ItemError
         from ..errors import InputError
-        from ..sl.judge import prefer_first
+        from ..sl.judge_question import prefer_first
 
         if self.rule is not None:
             return [self._rule_prefers(prompt, a, b) for prompt, a, b in wanted]
