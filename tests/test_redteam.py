@@ -11,8 +11,9 @@ import pytest
 
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.sl.near_dup import NearDupIndex, brute_force_check, content_words, jaccard, lsh_shape
-from cai_tools.sl.redteam import (BENIGN_INSTRUCTION, RedteamSettings, RedteamStats, Seed, clean_output,
-                                  read_seeds, redteam, request_problem, theme_order)
+from cai_tools.sl.redteam import RedteamSettings, redteam
+from cai_tools.sl.redteam_checks import RedteamStats, clean_output, request_problem
+from cai_tools.sl.redteam_prompts import BENIGN_INSTRUCTION, Seed, read_seeds, theme_order
 from cai_tools.sl.sampling import Sampling
 from conftest import ROOT, jsonl, parse_jsonl, run_cai
 
