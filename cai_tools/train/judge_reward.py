@@ -1,7 +1,7 @@
 """Direct RLAIF (Lee et al. 2023): the judge itself is the reward, no preference model.
 
 ``rl --algo rloo|grpo --judge MODEL`` hands TRL this reward function. Each sampled answer is
-compared, by the same two-order multiple-choice judging as ``cai judge`` (``sl.judge.
+compared, by the same two-order multiple-choice judging as ``cai judge`` (``sl.judge_question.
 prefer_first``, through the llama.cpp engine or a server), either with every other answer to the
 same prompt in its group (reward: its mean win probability against them) or with the prompt
 record's ``response`` (``--judge-against reference``; reward: P(it beats the reference)). Each
