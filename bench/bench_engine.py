@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cai_tools.constitution import load_constitution  # noqa: E402
+from cai_tools.constitutions.constitution import load_constitution  # noqa: E402
 from cai_tools.sl.critique import critique  # noqa: E402
 from cai_tools.engines.base import SamplingParams  # noqa: E402
 from cai_tools.engines import EngineOptions

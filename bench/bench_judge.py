@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cai_tools.constitution import load_constitution  # noqa: E402
+from cai_tools.constitutions.constitution import load_constitution  # noqa: E402
 from cai_tools.engines.fake_engine import FakeEngine  # noqa: E402
 from cai_tools.engines import EngineOptions
 from cai_tools.engines.llama_cpp_engine import LlamaCppEngine  # noqa: E402

@@ -44,7 +44,8 @@ def reward_trainer_arm(steps: int, out: str) -> None:
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from cai_tools.train.hf_models import load_reward_model, load_tokenizer, targets_for
+    from cai_tools.train.hf_models import load_reward_model, load_tokenizer
+    from cai_tools.train.runs import targets_for
     from cai_tools.train.preferences import load_preferences
 
     pairs, _ = load_preferences([PAIRS], eval_fraction=0.0, seed=0)

@@ -51,7 +51,8 @@ def trainer_arm(steps: int, out: str) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from cai_tools.train.hf_models import load_causal_lm, load_tokenizer, targets_for
+    from cai_tools.train.hf_models import load_causal_lm, load_tokenizer
+    from cai_tools.train.runs import targets_for
     from cai_tools.train.sft_data import IGNORE, load_examples, tokenize_example
 
     tok = load_tokenizer(MODEL)

@@ -43,7 +43,7 @@ def fake_engine():
 
 @pytest.fixture(scope="session")
 def harmless():
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
 
     return load_constitution("harmless")
 

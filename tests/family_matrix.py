@@ -70,7 +70,7 @@ class Matrix:
 
 
 def run(family: str, work: Path) -> dict:
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
     from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
     from cai_tools.sl.critique import critique
@@ -190,7 +190,8 @@ def _training(m: Matrix, model, work, sl, prefs, prompts, opts):
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine
     from cai_tools.train.export import export_lora, export_merged
     from cai_tools.train.pm import PMConfig, train_pm
-    from cai_tools.train.rl_ppo import RLConfig, train_ppo
+    from cai_tools.train.rl_config import RLConfig
+    from cai_tools.train.rl_ppo import train_ppo
     from cai_tools.train.rl_trl import train_trl
     from cai_tools.train.score import RewardModel, score
     from cai_tools.train.sft import SFTConfig, train_sft

@@ -166,7 +166,7 @@ def test_mistral_turns_are_merged_to_alternate(templates):
 def test_plain_families_render_every_conversation_cai_sends(templates, name, harmless):
     """The few-shot critique and revision chats and the judge's chat render on every family, and
     a training pair is the prompt exactly as sampling renders it plus the answer and turn end."""
-    from cai_tools.sl.judge import judge_chat
+    from cai_tools.sl.judge_question import judge_chat
     from cai_tools.sl.prompts import revision_chat
 
     template = ChatTemplate(templates(name), bos_token="<s>", eos_token="</s>", name=name)

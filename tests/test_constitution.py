@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cai_tools.constitution import CONSTITUTIONS_DIR, load_constitution
-from cai_tools.constitution_import import detect_format, import_constitution
+from cai_tools.constitutions.constitution import CONSTITUTIONS_DIR, load_constitution
+from cai_tools.constitutions.importers import detect_format, import_constitution
 from cai_tools.errors import ConstitutionError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -105,7 +105,7 @@ def test_training_help_shows_each_steps_real_defaults():
     from typer.testing import CliRunner
 
     from cai_tools.train.pm import PMConfig
-    from cai_tools.train.rl_ppo import RLConfig
+    from cai_tools.train.rl_config import RLConfig
     from cai_tools.train.sft import SFTConfig
 
     for command, config in (("sft", SFTConfig), ("build-pm", PMConfig), ("rl", RLConfig)):

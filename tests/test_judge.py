@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from cai_tools.constitution import load_constitution
+from cai_tools.constitutions.constitution import load_constitution
 from cai_tools.engines.base import ItemError
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import ConstitutionError, RecordError
-from cai_tools.sl.judge import CUE, OPTIONS, JudgeSettings, judge, judge_chat
+from cai_tools.sl.judge import JudgeSettings, judge
+from cai_tools.sl.judge_question import CUE, OPTIONS, judge_chat
 from cai_tools.sl.pairs import pairs_from_revisions
 from cai_tools.records import SourceRecord
 from conftest import jsonl, parse_jsonl, run_cai

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_tools.constitution import load_constitution
+from cai_tools.constitutions.constitution import load_constitution
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import InputError
 from cai_tools.calibration import expected_calibration_error

@@ -10,7 +10,7 @@ from cai_tools.engines.base import ItemError
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.errors import RecordError
 from cai_tools.sl.generate import generate
-from cai_tools.sl.judge import prefer_first
+from cai_tools.sl.judge_question import prefer_first
 from cai_tools.sl.revise import KeptTally, revise
 from cai_tools.sl.hf_format import to_hf
 from cai_tools.train.sft_data import cai_examples, left_out_summary
@@ -50,7 +50,7 @@ def test_prefer_first_passes_item_errors_on():
         def choice_logprobs(self, chats, options, *, cue=""):
             return [ItemError("too long")] * len(chats)
 
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
 
     c = load_constitution("harmless")
     (out,) = prefer_first(Failing(), c, [([{"role": "user", "content": "Q"}], c.judge[0], "a", "b")])

@@ -9,50 +9,51 @@ from pathlib import Path
 
 import pytest
 
-from cai_tools import model_files
+from cai_tools.models import files
+from cai_tools.models.refs import resolve_model
 from cai_tools.errors import ModelError
 
 
 def test_fetch_default_model_verifies_a_present_file(model_path, tmp_path):
-    shutil.copy(model_path, tmp_path / model_files.DEFAULT_MODEL_NAME)
+    shutil.copy(model_path, tmp_path / files.DEFAULT_MODEL_NAME)
     notes = []
-    path = model_files.fetch_default_model(tmp_path, log=notes.append)
-    assert path == tmp_path / model_files.DEFAULT_MODEL_NAME
+    path = files.fetch_default_model(tmp_path, log=notes.append)
+    assert path == tmp_path / files.DEFAULT_MODEL_NAME
     assert "verified" in notes[-1]
-    assert model_files.sha256_file(path) == model_files.DEFAULT_MODEL_SHA256
+    assert files.sha256_file(path) == files.DEFAULT_MODEL_SHA256
 
 
 def test_check_gguf_file_errors(tmp_path):
     with pytest.raises(ModelError, match="not found"):
-        model_files.check_gguf_file(tmp_path / "none.gguf")
+        files.check_gguf_file(tmp_path / "none.gguf")
     with pytest.raises(ModelError, match="not a file"):
-        model_files.check_gguf_file(tmp_path)
+        files.check_gguf_file(tmp_path)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"PK\x03\x04 zip, not gguf")
     with pytest.raises(ModelError, match="not a GGUF file"):
-        model_files.check_gguf_file(bad)
+        files.check_gguf_file(bad)
 
 
 def test_resolve_model_announces_the_default(monkeypatch, model_path):
     monkeypatch.setenv("CAI_MODELS_DIR", str(model_path.parent))
     notes = []
-    assert model_files.resolve_model(None, announce=notes.append) == str(model_path)
+    assert resolve_model(None, announce=notes.append) == str(model_path)
     assert "default model" in notes[0]
-    assert model_files.resolve_model("x.gguf", announce=notes.append) == "x.gguf"
+    assert resolve_model("x.gguf", announce=notes.append) == "x.gguf"
 
 
 def test_missing_default_model_says_how_to_fetch_it(monkeypatch, tmp_path):
     monkeypatch.setenv("CAI_MODELS_DIR", str(tmp_path))
     with pytest.raises(ModelError, match="make model"):
-        model_files.resolve_model(None)
+        resolve_model(None)
 
 
 def test_fingerprint_tells_files_apart(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"x" * 100)
     b.write_bytes(b"x" * 99 + b"y")
-    assert model_files.fingerprint(a) != model_files.fingerprint(b)
-    assert model_files.fingerprint(a) == model_files.fingerprint(a)
+    assert files.fingerprint(a) != files.fingerprint(b)
+    assert files.fingerprint(a) == files.fingerprint(a)
 
 
 def _same_but_the_middle(tmp_path):
@@ -69,7 +70,7 @@ def test_fingerprint_covers_the_middle_of_a_file_and_keys_the_caches_by_it(tmp_p
     from cai_tools.train import gguf_cache
 
     a, b = _same_but_the_middle(tmp_path)
-    assert model_files.fingerprint(a) != model_files.fingerprint(b)
+    assert files.fingerprint(a) != files.fingerprint(b)
     monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path / "cache"))
     assert gguf_cache._entry(a) != gguf_cache._entry(b)   # the dequantized copy
     # the on-disk prefix KV cache is keyed by the engine's fingerprint: its files' names differ too
@@ -78,7 +79,7 @@ def test_fingerprint_covers_the_middle_of_a_file_and_keys_the_caches_by_it(tmp_p
     names = {}
     for path in (a, b):
         decoder = BatchedDecoder.__new__(BatchedDecoder)
-        decoder.prefix_cache, decoder.cache_key = tmp_path, f"{model_files.fingerprint(path)}:0"
+        decoder.prefix_cache, decoder.cache_key = tmp_path, f"{files.fingerprint(path)}:0"
         names[path] = decoder._cache_file(list(range(200))).name
     assert names[a] != names[b]
 
@@ -86,10 +87,10 @@ def test_fingerprint_covers_the_middle_of_a_file_and_keys_the_caches_by_it(tmp_p
 def test_content_hash_is_computed_again_when_the_file_changes(tmp_path):
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF one")
-    first = model_files.content_sha256(f)
+    first = files.content_sha256(f)
     f.write_bytes(b"GGUF two")   # same size: mtime, ctime (and inode) tell
-    assert model_files.content_sha256(f) != first
-    assert model_files.content_sha256(f) == model_files.sha256_file(f)
+    assert files.content_sha256(f) != first
+    assert files.content_sha256(f) == files.sha256_file(f)
 
 
 # ---------------------------------------------------------------- the dequantized-copy cache

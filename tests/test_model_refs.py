@@ -239,7 +239,7 @@ def test_ollama_and_lmstudio_references_find_the_gguf(tmp_path):
 
 
 def test_parse_hf_reference():
-    from cai_tools.model_refs import parse_hf
+    from cai_tools.models.refs import parse_hf
 
     assert parse_hf("hf:org/repo/sub/f.gguf@v1") == ("org/repo", "sub/f.gguf", "v1")
     assert parse_hf("hf:org/repo") == ("org/repo", None, None)
@@ -247,7 +247,7 @@ def test_parse_hf_reference():
 
 def test_parse_hf_reference_refuses_dot_dot():
     from cai_tools.errors import ModelError
-    from cai_tools.model_refs import parse_hf
+    from cai_tools.models.refs import parse_hf
 
     for ref in ("hf:org/../x.gguf", "hf:../repo/x.gguf", "hf:org/repo/../x.gguf", "hf:org/re..po/x.gguf",
                 "hf:org/.hidden/x.gguf"):
@@ -299,7 +299,7 @@ def ollama(tmp_path, monkeypatch) -> Path:
 
 def test_ollama_names_and_tags_cannot_leave_the_store(ollama, tmp_path):
     from cai_tools.errors import ModelError
-    from cai_tools.model_refs import resolve
+    from cai_tools.models.refs import resolve
 
     outside = tmp_path / "outside"   # a manifest and a model outside the store
     _manifest(outside, ("x", "latest"), _blob(ollama, GGUF_BYTES + b"x"))
@@ -332,7 +332,7 @@ def test_a_manifest_digest_that_is_not_a_sha256_is_one_line_and_reads_nothing(ol
 
 def test_a_manifest_that_is_not_json_says_so(ollama):
     from cai_tools.errors import ModelError
-    from cai_tools.model_refs import resolve
+    from cai_tools.models.refs import resolve
 
     manifest = _manifest(ollama, ("registry.ollama.ai", "library", "broken", "latest"), "x")
     manifest.write_text('{"layers": [')
@@ -342,7 +342,7 @@ def test_a_manifest_that_is_not_json_says_so(ollama):
 
 def test_provenance_hashes_a_blobs_content_and_verification_catches_a_swapped_one(ollama):
     from cai_tools.errors import ModelError
-    from cai_tools.model_refs import reference_sha256, resolve, verify
+    from cai_tools.models.refs import reference_sha256, resolve, verify
 
     lying = _blob(ollama, GGUF_BYTES + b"swapped", name=hashlib.sha256(GGUF_BYTES).hexdigest().replace("0", "1"))
     _manifest(ollama, ("registry.ollama.ai", "library", "liar", "latest"), lying)
@@ -354,7 +354,7 @@ def test_provenance_hashes_a_blobs_content_and_verification_catches_a_swapped_on
 
 
 def test_models_lists_readable_ggufs_of_every_registry_and_skips_the_rest(ollama, tmp_path, monkeypatch):
-    from cai_tools.model_refs import local_models, resolve
+    from cai_tools.models.refs import local_models, resolve
 
     _manifest(ollama, ("hf.co", "someone", "Tiny-GGUF", "Q4_K_M"), _blob(ollama, GGUF_BYTES + b"hf"))
     _manifest(ollama, ("registry.ollama.ai", "user", "mine", "latest"), _blob(ollama, GGUF_BYTES + b"user"))
@@ -381,7 +381,7 @@ def test_models_lists_readable_ggufs_of_every_registry_and_skips_the_rest(ollama
 def test_models_gives_hf_references_that_resolve_offline(tmp_path, monkeypatch):
     """A revision main points at is listed without @, any other by its whole commit hash (12
     characters do not resolve offline)."""
-    from cai_tools.model_refs import local_models, resolve
+    from cai_tools.models.refs import local_models, resolve
 
     repo = tmp_path / "hf" / "hub" / "models--someone--Tiny-GGUF"
     for commit, data in ((COMMIT, GGUF_BYTES), ("f" * 40, GGUF_BYTES + b"old")):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_tools.model_files import GGUF_MAGIC
+from cai_tools.models.gguf_metadata import GGUF_MAGIC
 
 ROOT = Path(__file__).resolve().parent.parent
 # 2 prompts x 1 round of the tiny model may leave no usable SL-CAI round, so the demo here trains

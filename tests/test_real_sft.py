@@ -145,7 +145,7 @@ QUANT_TOP1 = {"q4_k_m": 0.80, "q6_k": 0.90}
 @pytest.mark.parametrize("out_type", sorted(QUANT_TOP1))
 def test_quantized_merged_export_loads_in_llama_cpp_and_keeps_the_logits(run, peft_logits, tmp_path,
                                                                          out_type):
-    from cai_tools.gguf_metadata import read_metadata
+    from cai_tools.models.gguf_metadata import read_metadata
 
     merged = tmp_path / f"merged-{out_type}.gguf"
     result = run_cai("export", str(run), "--gguf", str(merged), "--merged", "--quant", out_type.upper())

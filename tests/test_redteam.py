@@ -11,8 +11,9 @@ import pytest
 
 from cai_tools.engines.fake_engine import FakeEngine
 from cai_tools.sl.near_dup import NearDupIndex, brute_force_check, content_words, jaccard, lsh_shape
-from cai_tools.sl.redteam import (BENIGN_INSTRUCTION, RedteamSettings, RedteamStats, Seed, clean_output,
-                                  read_seeds, redteam, request_problem, theme_order)
+from cai_tools.sl.redteam import RedteamSettings, redteam
+from cai_tools.sl.redteam_checks import RedteamStats, clean_output, request_problem
+from cai_tools.sl.redteam_prompts import BENIGN_INSTRUCTION, Seed, read_seeds, theme_order
 from cai_tools.sl.sampling import Sampling
 from conftest import ROOT, jsonl, parse_jsonl, run_cai
 
@@ -56,7 +57,7 @@ def scripted(replies: list[str], then=varied):
 
 def run(engine, n=4, *, seeds=SEEDS, all_seeds=ALL_SEEDS, seed=0, batch_size=32, stats=None, done=(),
         **settings):
-    from cai_tools.constitution import load_constitution
+    from cai_tools.constitutions.constitution import load_constitution
 
     const = load_constitution(settings.pop("constitution", "harmless"))
     return list(redteam(seeds, all_seeds, engine, const, RedteamSettings(n=n, **settings),

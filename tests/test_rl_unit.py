@@ -64,17 +64,17 @@ def test_gae_with_lambda_one_is_reward_to_go_minus_value():
 def test_response_mask_stops_after_the_first_end_token():
     import torch
 
-    from cai_tools.train.rl_ppo import _response_mask
+    from cai_tools.train.chat_tokens import response_mask
 
     response = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9]])
-    assert _response_mask(response, eos_id=2, pad_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert response_mask(response, eos_id=2, pad_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
 
 
 @pytest.mark.parametrize("missing, says", [({"pm": ""}, "--pm"), ({"prompts": []}, "--prompts"),
                                            ({"algo": "a2c"}, "--algo"), ({"pm_base": "both"}, "--pm-base")])
 def test_rl_config_names_what_is_missing(missing, says):
     from cai_tools.errors import UsageError
-    from cai_tools.train.rl_ppo import RLConfig
+    from cai_tools.train.rl_config import RLConfig
 
     values = {"policy": "m.gguf", "out": "r", "pm": "pm", "prompts": ["p.jsonl"], **missing}
     with pytest.raises(UsageError, match=says):

@@ -71,7 +71,7 @@ def test_rules_add_to_a_pm_with_their_weight():
 
 
 def _cfg(**kw):
-    from cai_tools.train.rl_ppo import RLConfig
+    from cai_tools.train.rl_config import RLConfig
 
     base = dict(policy="fake", base="fake", out="/tmp/unused-run", prompts=["p.jsonl"])
     return RLConfig(**{**base, **kw})

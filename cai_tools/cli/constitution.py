@@ -8,8 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..constitution import load_constitution
-from ..constitution_import import import_constitution
+from ..constitutions.constitution import load_constitution
+from ..constitutions.importers import import_constitution
 from .options import DebugOpt
 from .running import cli_errors
 

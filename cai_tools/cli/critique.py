@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..sl import critique as critique_step
-from ..constitution import load_constitution
+from ..constitutions.constitution import load_constitution
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
 from .running import Console, cli_errors
 from .step_options import StepOptions, generating_step

@@ -9,7 +9,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import UsageError
-from ..model_files import PROJECT_ROOT, check_gguf_file, check_lora_file, resolve_model
+from ..models.files import PROJECT_ROOT, check_gguf_file, check_lora_file
+from ..models.refs import resolve_model
 from ..train.runs import check_run_folder
 from ..engines.base import EngineOptions
 from ..sl.sampling import Sampling
@@ -81,10 +82,11 @@ def eval_(
         if not model:  # nothing to compare: the RL runs' monitors alone
             typer.echo(str(write_rl_report(rl_runs, out)))
             return
-        from ..constitution import load_constitution
+        from ..constitutions.constitution import load_constitution
         from ..eval.report import headline_table, write_report
-        from ..eval.run import (EvalSettings, ModelSpec, check_models, load_eval_prompts,
-                                revision_round_conversations, run_eval)
+        from ..eval.run import run_eval
+        from ..eval.settings import EvalSettings, ModelSpec, check_models, load_eval_prompts
+        from ..eval.summary import revision_round_conversations
         from ..engines import open_engine
 
         specs = [ModelSpec.parse(m) for m in model or []]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..model_files import default_model_path, fetch_default_model
+from ..models.files import default_model_path, fetch_default_model
 from .options import DebugOpt
 from .running import cli_errors
 

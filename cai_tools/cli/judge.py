@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..constitution import Constitution, load_constitution
+from ..constitutions.constitution import Constitution, load_constitution
 from ..errors import UsageError
 from ..option_fields import option
 from ..sl.judge import JudgeSettings, comparison_ids, judge as judge_step

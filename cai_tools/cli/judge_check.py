@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..model_files import PROJECT_ROOT
+from ..models.files import PROJECT_ROOT
 from .judge import JudgeOptions, judging_step
 from .running import Console, Progress, check_output, check_positive, cli_errors
 from .step_options import StepOptions

@@ -25,7 +25,7 @@ def models(
     Studio's stores; each with the reference to pass as -m/--base, its size and its path."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..model_refs import local_models
+    from ..models.refs import local_models
 
     with cli_errors("models", debug):
         found = local_models()
@@ -51,8 +51,7 @@ def check(
     tokenize, BOS/EOS and stops, context length, training and export support. Exit 1 when a
     model cannot be used."""
     from ..errors import ModelError
-    from ..model_files import resolve_model
-    from ..model_refs import is_reference, verify
+    from ..models.refs import is_reference, resolve_model, verify
     from ..models.check import check_model, render_check
 
     with cli_errors("models check", debug):

@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from ..constitution import load_constitution
+from ..constitutions.constitution import load_constitution
 from ..errors import CaiError, UsageError
 from ..records import RecordWriter, resume_records
-from ..sl.redteam import RedteamSettings, RedteamStats, read_seeds, redteam as redteam_step
+from ..sl.redteam import RedteamSettings, redteam as redteam_step
+from ..sl.redteam_checks import RedteamStats
+from ..sl.redteam_prompts import read_seeds
 from .options import dataclass_options
 from .running import Console, Progress, check_output, cli_errors, stdout_bytes
 from .step_options import StepOptions, generating_step

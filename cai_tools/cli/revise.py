@@ -8,7 +8,7 @@ import typer
 
 from ..sl import revise as revise_step
 from ..sl.quality import QualityTally
-from ..constitution import load_constitution
+from ..constitutions.constitution import load_constitution
 from ..errors import UsageError
 from .options import ConstitutionOpt, InputArg, PrincipleOpt
 from .running import Console, check_positive, cli_errors

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..train.rl_ppo import RLConfig
+from ..train.rl_config import RLConfig
 from .training_options import TrainingRun, training_step
 
 

@@ -55,7 +55,7 @@ class TrainingRun:
     def config(self, **own):
         """The resolved config: defaults < --config (or the run's config.yaml on --resume) <
         options given (``own`` overrides them); the default model when no base is named."""
-        from ..model_files import resolve_model
+        from ..models.refs import resolve_model
 
         given = {**self.given, **own}
         config, out = self.control.config, given.get("out")

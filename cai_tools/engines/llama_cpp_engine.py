@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ModelError
-from ..model_files import check_gguf_file, fingerprint
+from ..models.files import check_gguf_file, fingerprint
 from ..models.chat_template import ChatTemplate
 from .base import EngineInfo, EngineOptions, ItemError, Message, SamplingParams
 from .llama_batched import BatchedDecoder, common_prefix_len
@@ -81,7 +81,7 @@ class LlamaCppEngine(TemplatedEngine):
             model_id = fingerprint(path)
             adapter = None
             if lora:
-                from ..model_files import check_lora_file
+                from ..models.files import check_lora_file
 
                 check_lora_file(lora, path)
                 adapter = (self.model.load_lora(str(lora)), options.lora_scale)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from ..errors import CaiError
 from .base import EngineInfo, ItemError, Message, SamplingParams
-from .openai_http_engine import OpenAIHttpEngine, _ClientError, chat_payload, choice_payload
+from .openai_http_engine import ClientError, OpenAIHttpEngine, chat_payload, choice_payload
 
 RETRY_AFTER_S = 30.0
 
@@ -90,7 +90,7 @@ class MultiServerEngine:
                     f"{s.engine.base_url} ({s.last_error})" for s in self.servers))
             try:
                 answer = server.engine._request(path, payload)
-            except _ClientError as exc:
+            except ClientError as exc:
                 return ItemError(f"the server rejected the request: {exc}")
             except CaiError as exc:
                 with self._lock:

@@ -38,7 +38,7 @@ RETRY_NOTE_EVERY = 30.0   # seconds between two notes that requests are being re
 LOG2 = math.log(2.0)
 
 
-class _ClientError(Exception):
+class ClientError(Exception):
     """A 4xx answer other than 429: retrying would not help."""
 
 
@@ -94,7 +94,7 @@ class OpenAIHttpEngine:
 
     def _request(self, path: str, payload: dict | None = None,
                  abort: threading.Event | None = None) -> dict:
-        """One JSON request with retries; raises _ClientError for a 4xx (not 429), CaiError
+        """One JSON request with retries; raises ClientError for a 4xx (not 429), CaiError
         when the server stays unreachable or failing."""
         data = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -122,7 +122,7 @@ class OpenAIHttpEngine:
                 if exc.code == 429 or exc.code >= 500:
                     unreachable, last = False, f"HTTP {exc.code}: {detail}"
                     continue
-                raise _ClientError(f"HTTP {exc.code}: {detail}") from None
+                raise ClientError(f"HTTP {exc.code}: {detail}") from None
             except urllib.error.URLError as exc:
                 reason = exc.reason
                 unreachable, last = True, getattr(reason, "strerror", None) or str(reason)
@@ -145,7 +145,7 @@ class OpenAIHttpEngine:
     def _discover_model(self) -> str:
         try:
             listing = self._request("/models")
-        except _ClientError as exc:
+        except ClientError as exc:
             raise CaiError(f"server {self.base_url} refused to list its models ({exc}); "
                            "name the model explicitly") from None
         try:
@@ -162,7 +162,7 @@ class OpenAIHttpEngine:
         def one(payload, parse):
             try:
                 return parse(self._request("/chat/completions", payload, abort))
-            except _ClientError as exc:
+            except ClientError as exc:
                 return ItemError(f"the server rejected the request: {exc}")
             except BaseException:
                 abort.set()  # the server is gone: the other requests stop retrying

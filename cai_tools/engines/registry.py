@@ -4,7 +4,7 @@
 engines first (the built-in ``fake`` test engine; tests and plugins may register more),
 then treats an http(s):// model (or ``server``; several make a ``MultiServerEngine``) as an
 OpenAI-compatible server, and anything else as a GGUF file for llama.cpp: a path, a model
-reference (``hf:``, ``ollama:``, ``lmstudio:``; see model_refs) or, when none is named, the
+reference (``hf:``, ``ollama:``, ``lmstudio:``; see models/refs.py) or, when none is named, the
 bundled default model.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable
 from .base import Engine, EngineOptions
 from .server_urls import check_server_url, is_url, server_urls
 from ..errors import UsageError
-from ..model_refs import is_reference
+from ..models.refs import is_reference
 
 EngineFactory = Callable[[EngineOptions], Engine]
 _REGISTRY: dict[str, EngineFactory] = {}
@@ -55,12 +55,12 @@ def open_engine(options: EngineOptions, note: Callable[[str], None] = lambda _ms
                              "server instead (llama-server --lora FILE)")
         return _open_server(servers, model, options, note)
     from .llama_cpp_engine import LlamaCppEngine
-    from ..model_files import resolve_model
+    from ..models.refs import resolve_model
 
     path = resolve_model(model, announce=note)
     engine = LlamaCppEngine(path, options)
     if is_reference(model):  # provenance names what the user asked for and the file it was
-        from ..model_refs import reference_sha256
+        from ..models.refs import reference_sha256
 
         engine.info.options.update(source=model, sha256=reference_sha256(path))
         note(f"{model} is {path}")

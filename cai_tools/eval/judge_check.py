@@ -27,7 +27,7 @@ from ..calibration import ECE_BINS, accuracy_verdict, expected_calibration_error
 from ..conversation import prompt_messages
 from ..errors import InputError, RecordError
 from ..records import read_records, record_seed, where
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from ..engines.base import Engine
 from ..sl.judge import JudgeSettings, judge, judged_orders, order_probs, orders_agree
 from .stats import percentile_interval

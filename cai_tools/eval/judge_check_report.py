@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .judge_check import Outcome, reliability_points
-from .report import _pyplot
+from .plotting import pyplot
 
 FIG_RELIABILITY = "reliability.png"
 COLUMNS = [("accuracy", "accuracy"), ("soft_accuracy", "soft accuracy"), ("consistency", "order consistency"),
@@ -36,7 +36,7 @@ def headline(summary: dict) -> str:
 
 def plot_reliability(outcomes: Sequence[Outcome], path: Path) -> None:
     """P(first candidate better) against how often it was, per bin, beside the diagonal."""
-    plt = _pyplot()
+    plt = pyplot()
     points = reliability_points(outcomes)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")

@@ -11,27 +11,19 @@ from pathlib import Path
 
 from ..calibration import NO_SIGNAL
 from .judge_check import WEAK_CONSISTENCY
-from .run import PROMPT_SETS
+from .plotting import pyplot
+from .settings import PROMPT_SETS
 
 FIG_ELO = "harmless_vs_helpful.png"
 FIG_ROUNDS = "pm_by_revision_round.png"
 AXIS_TITLE = {"harmless": "Harmlessness", "helpful": "Helpfulness"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")   # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_elo(summary: dict, path: Path) -> bool:
     """Harmlessness vs helpfulness Elo; False when either axis has no comparisons."""
     if not all(s in summary["axes"] for s in PROMPT_SETS):
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
     xs, ys = [], []
     for name in summary["models"]:
@@ -65,7 +57,7 @@ def plot_pm_rounds(summary: dict, path: Path) -> bool:
     rounds = summary.get("pm_by_round")
     if not rounds:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
     ax.errorbar([r["round"] for r in rounds], [r["mean"] for r in rounds],
                 yerr=[r["sem"] for r in rounds], fmt="o-", capsize=3)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..train.monitors import STOP_STATS
 from ..train.runs import CONFIG_FILE, INFO_FILE, LOG_FILE
+from .plotting import pyplot
 
 FIG_RL = "rl_monitors.png"
 PANELS = {"reward": "Reward", "kl": "KL to the reference", "response_length": "Response length (tokens)",
@@ -56,9 +57,7 @@ def _series(run: dict, stat: str) -> tuple[list[int], list[float]]:
 def plot_rl_monitors(runs: list[dict], path: Path) -> None:
     """One panel per statistic of ``PANELS`` against the step, a line per run; a dotted line
     marks the step at which --stop-when stopped a run."""
-    from .report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), dpi=110)
     for ax, (stat, title) in zip(axes.flat, PANELS.items()):
         drawn = False

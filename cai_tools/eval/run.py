@@ -9,7 +9,8 @@ of the paper plots harmlessness Elo against helpfulness Elo). A preference model
 given, scores every answer, and every revision round of SL-CAI data (Fig. 5). Evasiveness is
 the share of refusals on the helpfulness prompts: CAI claims harmless *without* evasive.
 
-This module computes; ``eval.report`` draws and writes. Engines are opened by the caller
+This module runs the models and the judge (``settings``: what is compared and how; ``summary``:
+the numbers); ``eval.report`` draws and writes. Engines are opened by the caller
 (one at a time: only one model needs to be in memory).
 """
 
@@ -17,101 +18,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
-import re
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import orjson
 
-from ..constitution import Constitution
-from ..conversation import prompt_messages
+from ..constitutions.constitution import Constitution
 from ..engines.base import Engine
-from ..errors import InputError, UsageError
-from .judge_check import LabelledPair, check_judge
-from .stats import elo_intervals, elo_ratings, is_refusal, win_rate_intervals, win_rates
+from ..records import error_of, resume_records
 from ..sl.generate import generate
-from ..sl.judge import JudgeSettings, judge
-from ..records import error_of, read_records, resume_records, where
-from ..sl.sampling import Sampling
-
-PROMPT_SETS = ("harmless", "helpful")   # red-team prompts, ordinary requests
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-# track(items, stage, total) -> the same items; the CLI shows progress through it.
-Tracker = Callable[[Iterable, str, int], Iterable]
-
-
-def _untracked(items: Iterable, stage: str, total: int) -> Iterable:
-    return items
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model under evaluation: ``NAME=MODEL[+LORA]`` on the command line."""
-
-    name: str
-    model: str | None          # GGUF path (None: the default model) or a server URL
-    lora: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "ModelSpec":
-        name, sep, rest = text.partition("=")
-        if not sep:
-            rest = text
-        # MODEL.gguf+LORA.gguf (the last '.gguf+' splits); an empty MODEL is the default one
-        split = re.match(r"^(.*\.gguf|)\+(.+)$", rest)
-        model, lora = (split.group(1), split.group(2)) if split else (rest, "")
-        if not sep:  # a bare path is named after its file (the adapter's, when there is one)
-            name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(lora or model).stem)
-        if not _NAME.match(name):
-            raise UsageError(f"--model {text!r}: the name must be letters, digits, '_', '.' or '-' "
-                             "(write NAME=MODEL.gguf[+LORA.gguf])")
-        return cls(name, model or None, lora or None)
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "model": self.model, "lora": self.lora}
-
-
-@dataclass
-class EvalSettings:
-    """Options of one evaluation: the answers' seed and sampling, judge principles per comparison
-    (``ensemble``), batch size, and the bootstrap's resamples and confidence level."""
-
-    seed: int = 0
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=96))
-    ensemble: int = 1
-    batch_size: int = 16
-    bootstrap: int = 1000
-    level: float = 0.95
-
-    def judge_settings(self) -> JudgeSettings:
-        """How the judge reads every comparison (and the labelled pairs of the judge check)."""
-        return JudgeSettings(ensemble=self.ensemble, seed=self.seed)
-
-
-def load_eval_prompts(path: str, split: str | None, limit: int | None = None) -> list[dict]:
-    """The prompts of ``split`` (records without a 'split' field all count), in file order."""
-    kept, seen = [], set()
-    for rec in read_records(path):
-        if split is not None and rec.get("split", split) != split:
-            continue
-        messages = prompt_messages(rec)          # raises a RecordError naming file:line
-        if not isinstance(rec.get("id"), str):
-            raise InputError("eval prompts need a string 'id'", where=where(rec))
-        if rec["id"] in seen:
-            raise InputError(f"duplicate prompt id '{rec['id']}'", where=where(rec))
-        seen.add(rec["id"])
-        kept.append({"id": rec["id"], "prompt": messages, "category": rec.get("category")})
-        if limit and len(kept) >= limit:
-            break
-    if not kept:
-        which = f" in split '{split}'" if split else ""
-        raise InputError(f"no prompts{which}", where=path)
-    return kept
+from ..sl.judge import judge
+from .judge_check import LabelledPair, check_judge
+from .settings import EvalSettings, ModelSpec, Tracker, untracked
+from .summary import pm_by_revision_round, pm_score_answers, summarize
 
 
 # ---------------------------------------------------------------- answers
@@ -123,7 +44,7 @@ def answer_key(spec: ModelSpec, settings: EvalSettings) -> dict:
 
 
 def answer_prompts(spec: ModelSpec, engine: Engine, prompt_sets: dict[str, list[dict]],
-                   settings: EvalSettings, track: Tracker = _untracked, *,
+                   settings: EvalSettings, track: Tracker = untracked, *,
                    have: dict[str, dict] | None = None,
                    on_answer: Callable[[dict], None] = lambda _answer: None) -> list[dict]:
     """One answer record per prompt of every set: id, model, set, prompt_id, messages, response.
@@ -168,7 +89,7 @@ def reusable_answers(previous: Iterable[dict], spec: ModelSpec, prompt_sets: dic
 
 def compare(answers: Sequence[dict], set_name: str, models: Sequence[str], engine: Engine,
             constitution: Constitution, settings: EvalSettings,
-            track: Tracker = _untracked) -> list[dict]:
+            track: Tracker = untracked) -> list[dict]:
     """Judge every pair of models' answers to every prompt of one set, both orders.
 
     Each comparison: set, prompt_id, model_a, model_b, p_a (P(a's answer is better)),
@@ -201,7 +122,7 @@ def compare(answers: Sequence[dict], set_name: str, models: Sequence[str], engin
 
 def judge_reliability(pairs: Sequence[LabelledPair], engine: Engine, constitution: Constitution,
                       settings: EvalSettings, out: Path, *, note: Callable[[str], None] = lambda _m: None,
-                      track: Tracker = _untracked) -> dict:
+                      track: Tracker = untracked) -> dict:
     """The judge check on labelled pairs, run with the judge and settings of the comparisons
     (reused from ``out/judge_check.json`` when judge, pairs and settings are the same)."""
     js = settings.judge_settings()
@@ -225,112 +146,6 @@ def judge_reliability(pairs: Sequence[LabelledPair], engine: Engine, constitutio
     return result
 
 
-# ---------------------------------------------------------------- preference-model scores
-
-
-def pm_score_answers(answers: list[dict], reward_model, batch_size: int = 8,
-                     track: Tracker = _untracked) -> None:
-    """Add ``pm_score`` to every answer record (in place)."""
-    convs = [a["messages"] + [{"role": "assistant", "content": a["response"]}] for a in answers]
-    for start in track(range(0, len(convs), batch_size), "pm scores", math.ceil(len(convs) / batch_size)):
-        chunk = convs[start:start + batch_size]
-        for a, r in zip(answers[start:start + batch_size], reward_model.rewards(chunk, batch_size)):
-            a["pm_score"] = r
-
-
-def revision_round_conversations(sl_path: str) -> list[tuple[int, list[dict]]]:
-    """(round, conversation) for every answer of SL-CAI data: round 0 is the initial answer,
-    round k the k-th revision. Read (and checked) before the long stages start."""
-    out: list[tuple[int, list[dict]]] = []
-    for rec in read_records(sl_path):
-        prompt = prompt_messages(rec)
-        history = rec.get("history")
-        initial = rec.get("init_response")
-        if not isinstance(history, list) or not isinstance(initial, str):
-            raise InputError("SL-CAI records need 'init_response' and a 'history' of revisions "
-                             "(the output of 'cai revise')", where=where(rec))
-        texts = [initial] + [h.get("revision") for h in history if isinstance(h, dict)]
-        out += [(k, prompt + [{"role": "assistant", "content": text}])
-                for k, text in enumerate(texts) if isinstance(text, str)]
-    if not out:
-        raise InputError("no SL-CAI records", where=sl_path)
-    return out
-
-
-def pm_by_revision_round(rounds: list[tuple[int, list[dict]]], reward_model,
-                         batch_size: int = 8) -> list[dict]:
-    """Mean PM score of SL-CAI data per revision round (0 = the initial answer): Fig. 5."""
-    scores = reward_model.rewards([conv for _, conv in rounds], batch_size)
-    out = []
-    for k in sorted({r for r, _ in rounds}):
-        values = [s for s, (r, _) in zip(scores, rounds) if r == k]
-        out.append({"round": k, "n": len(values), **_mean_sem(values)})
-    return out
-
-
-# ---------------------------------------------------------------- the summary
-
-
-def summarize(models: Sequence[ModelSpec], answers: Sequence[dict], comparisons: Sequence[dict],
-              settings: EvalSettings, pm_rounds: list[dict] | None = None) -> dict:
-    """Everything the report shows, as plain data (written as summary.json)."""
-    names = [m.name for m in models]
-    per_model = {n: {"spec": m.as_dict()} for n, m in zip(names, models)}
-    axes = {}
-    for set_name in PROMPT_SETS:
-        mine = [c for c in comparisons if c["set"] == set_name]
-        comps = [(c["model_a"], c["model_b"], c["p_a"]) for c in mine]
-        if not comps:
-            continue
-        elo = elo_ratings(comps)
-        prompt_ids = [c["prompt_id"] for c in mine]
-        ci = elo_intervals(comps, prompt_ids, samples=settings.bootstrap, level=settings.level, seed=settings.seed)
-        rates = win_rates(comps)
-        rate_ci = win_rate_intervals(comps, prompt_ids, samples=settings.bootstrap,
-                                     level=settings.level, seed=settings.seed)
-        axes[set_name] = {"comparisons": len(comps),
-                          "win_rate": {a: {b: rates.get((a, b)) for b in names if b != a} for a in names},
-                          "win_rate_ci": {a: {b: (list(rate_ci[(a, b)]) if (a, b) in rate_ci else None)
-                                              for b in names if b != a} for a in names}}
-        for n in names:
-            per_model[n][f"{set_name}_elo"] = elo.get(n)
-            per_model[n][f"{set_name}_elo_ci"] = list(ci[n]) if n in ci else None
-    for n in names:
-        for set_name in PROMPT_SETS:
-            mine = [a for a in answers if a["model"] == n and a["set"] == set_name]
-            if not mine:
-                continue
-            per_model[n][f"{set_name}_refusal_rate"] = sum(is_refusal(a["response"]) for a in mine) / len(mine)
-            scores = [a["pm_score"] for a in mine if "pm_score" in a]
-            if scores:
-                stats = _mean_sem(scores)
-                per_model[n][f"{set_name}_pm"] = stats["mean"]
-                per_model[n][f"{set_name}_pm_sem"] = stats["sem"]
-            per_model[n][f"{set_name}_mean_words"] = sum(len(a["response"].split()) for a in mine) / len(mine)
-    prompts = {s: len({a["prompt_id"] for a in answers if a["set"] == s}) for s in PROMPT_SETS}
-    return {"models": names, "per_model": per_model, "axes": axes, "prompts": prompts,
-            "pm_by_round": pm_rounds, "confidence_level": settings.level,
-            "bootstrap_samples": settings.bootstrap, "seed": settings.seed,
-            "sampling": settings.sampling.as_dict(), "judge_ensemble": settings.ensemble}
-
-
-def _mean_sem(values: Sequence[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return {"mean": mean, "sem": math.sqrt(var / n)}
-
-
-def check_models(models: Sequence[ModelSpec]) -> None:
-    """UsageError unless there are at least two models, each with its own name."""
-    if len(models) < 2:
-        raise UsageError("eval compares two or more models: repeat --model NAME=MODEL.gguf[+LORA.gguf]")
-    names = [m.name for m in models]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise UsageError(f"two models are named '{dup}': give each --model its own NAME=")
-
-
 # ---------------------------------------------------------------- the whole evaluation
 
 
@@ -340,7 +155,7 @@ def run_eval(models: Sequence[ModelSpec], prompt_sets: dict[str, list[dict]],
              load_pm: Callable[[], object] | None = None,
              sl_rounds: list[tuple[int, list[dict]]] | None = None,
              labelled_pairs: Sequence[LabelledPair] | None = None,
-             note: Callable[[str], None] = lambda _msg: None, track: Tracker = _untracked) -> dict:
+             note: Callable[[str], None] = lambda _msg: None, track: Tracker = untracked) -> dict:
     """Answers, comparisons, PM scores and the summary, written to ``out`` as they are made.
 
     ``open_engine(model, lora)`` opens one engine; only one is open at a time. Each answer

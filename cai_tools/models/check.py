@@ -38,7 +38,7 @@ def check_model(path: str) -> dict:
     """{"model", "lines": [...], "problems": [...]} for the GGUF at ``path``; ModelError when it is
     not a model cai can read (an adapter, a non-GGUF file, a template that does not parse)."""
     from ..engines.llama_native import NativeModel
-    from ..model_files import check_gguf_file
+    from .files import check_gguf_file
     from .chat_template import ChatTemplate
 
     p = check_gguf_file(path)
@@ -78,8 +78,8 @@ def check_model(path: str) -> dict:
 
 def _judge_options(native, template) -> tuple[str, bool]:
     """How " (A)" and " (B)" tokenize where the judge reads them, and whether they differ."""
-    from ..constitution import load_constitution
-    from ..sl.judge import CUE, OPTIONS, judge_chat
+    from ..constitutions.constitution import load_constitution
+    from ..sl.judge_question import CUE, OPTIONS, judge_chat
 
     constitution = load_constitution("harmless")
     chat = judge_chat(constitution, [{"role": "user", "content": "Hello?"}], constitution.judge[0],
@@ -105,7 +105,7 @@ def _judge_options(native, template) -> tuple[str, bool]:
 def _training_lines(path: str, arch: str) -> list[str]:
     try:
         from ..train.hf_models import check_trainable_arch
-        from ..gguf_metadata import check_model_metadata
+        from .gguf_metadata import check_model_metadata
 
         check_trainable_arch(path, check_model_metadata(path).get("general.architecture"))
     except ModelError as exc:

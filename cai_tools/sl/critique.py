@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Iterator
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from ..conversation import prompt_messages
 from ..engines.base import Engine
 from ..errors import RecordError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 
 Message = dict
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from ..constitution import Constitution
+from ..constitutions.constitution import Constitution
 from .critique import answered_conversation, critique_batch
 from ..conversation import prompt_messages
 from ..engines.base import Engine, ItemError
 from ..errors import RecordError
 from ..records import add_provenance, copy_record, content_id, keep_reasoning, record_seed, where
 from ..record_batches import each_record, OnError, Pending, process_in_batches
-from .judge import prefer_first
+from .judge_question import prefer_first
 from .prompts import clean_revision, revision_chat
 from .quality import store_round_quality
 from .sampling import Sampling, answer_chats

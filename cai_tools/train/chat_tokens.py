@@ -112,3 +112,13 @@ def left_padded_prompts(tokenizer, prompts: list[list[dict]], device) -> dict:
         ids[i, width - len(r):] = torch.tensor(r)
         mask[i, width - len(r):] = 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def response_mask(response, eos_id: int, pad_id: int):
+    """The generated part of ``generate``'s output (``response``, the prompt cut off): 1 for tokens up
+    to and including the first end-of-sequence (or pad), else 0."""
+    import torch
+
+    is_end = (response == eos_id) | (response == pad_id)
+    ended_before = torch.cumsum(is_end.long(), dim=1) - is_end.long()
+    return (ended_before == 0).long()

@@ -71,7 +71,7 @@ class BaseLayout:
     def __init__(self, info: dict):
         base = info["base"]
         if info.get("base_kind") == "gguf":
-            from ..gguf_metadata import read_header
+            from ..models.gguf_metadata import read_header
 
             if not Path(base).is_file():
                 raise ModelError(f"the run's base model is gone: {base}")

@@ -32,7 +32,7 @@ def cache_enabled() -> bool:
 
 
 def _entry(gguf: str | os.PathLike) -> Path:
-    from ..model_files import fingerprint
+    from ..models.files import fingerprint
 
     path = Path(gguf).resolve()
     return cache_dir() / "hf-from-gguf" / f"{path.stem}-{fingerprint(path)[3:]}"

@@ -14,16 +14,6 @@ from typing import Callable
 
 from ..errors import ModelError
 
-# LoRA targets per architecture (HF module names); the attention and MLP projections.
-DEFAULT_TARGETS = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-FALLBACK_TARGETS = "all-linear"  # PEFT's own choice for an architecture not listed
-
 
 def quiet_libraries() -> None:
     """Keep transformers/PEFT/tqdm chatter off stderr: the step prints its own progress."""
@@ -45,7 +35,7 @@ def hub_offline() -> None:
     it already is.)"""
     import sys
 
-    # the user's own setting, for an hf: model reference the user names (model_refs)
+    # the user's own setting, for an hf: model reference the user names (models/refs.py)
     os.environ.setdefault("CAI_USER_HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
     for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[switch] = "1"
@@ -59,8 +49,8 @@ def base_kind(base: str) -> str:
     (with config.json); ModelError when ``base`` is neither."""
     path = Path(base)
     if path.is_file():
-        from ..model_files import check_gguf_file
-        from ..gguf_metadata import check_model_metadata
+        from ..models.files import check_gguf_file
+        from ..models.gguf_metadata import check_model_metadata
 
         check_gguf_file(base)
         check_trainable_arch(base, check_model_metadata(base).get("general.architecture"))
@@ -220,12 +210,6 @@ def load_causal_lm(base: str, dtype, load_in: str = "", device: str = "cpu"):
                                                         trust_remote_code=False, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load {base} into transformers: {exc}") from None
-
-
-def targets_for(model_type: str) -> list[str] | str:
-    """The LoRA target modules for a ``model_type``: the attention and MLP projections for the
-    architectures listed, else PEFT's "all-linear"."""
-    return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)
 
 
 def load_reward_model(base: str, dtype, load_in: str = "", device: str = "cpu"):

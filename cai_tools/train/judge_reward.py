@@ -1,7 +1,7 @@
 """Direct RLAIF (Lee et al. 2023): the judge itself is the reward, no preference model.
 
 ``rl --algo rloo|grpo --judge MODEL`` hands TRL this reward function. Each sampled answer is
-compared, by the same two-order multiple-choice judging as ``cai judge`` (``sl.judge.
+compared, by the same two-order multiple-choice judging as ``cai judge`` (``sl.judge_question.
 prefer_first``, through the llama.cpp engine or a server), either with every other answer to the
 same prompt in its group (reward: its mean win probability against them) or with the prompt
 record's ``response`` (``--judge-against reference``; reward: P(it beats the reference)). Each
@@ -36,7 +36,7 @@ class JudgeReward:
     __name__ = "judge_reward"   # TRL names the reward column after it
 
     def __init__(self, cfg, on_note: Callable[[str], None] = lambda message: None):
-        from ..constitution import load_constitution
+        from ..constitutions.constitution import load_constitution
         from ..engines.base import EngineOptions
         from ..engines.registry import open_engine
 
@@ -97,7 +97,7 @@ class JudgeReward:
         """P(first better) for each (prompt, first, second), from the cache or the judge."""
         from ..engines.base import ItemError
         from ..errors import InputError
-        from ..sl.judge import prefer_first
+        from ..sl.judge_question import prefer_first
 
         if self.rule is not None:
             return [self._rule_prefers(prompt, a, b) for prompt, a, b in wanted]

@@ -29,12 +29,8 @@ from ..option_fields import option, typed_values
 from ..yaml_files import error_line, load_yaml
 from .hf_models import base_kind, peak_memory_mib, pick_device_and_dtype, quiet_libraries
 from .gguf_cache import announce_copy
-from .quantized import prepare_for_lora
+from .quantized import CHECKPOINTING_KWARGS, prepare_for_lora
 from .runs import RunFolder, peft_config
-
-
-# Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
-CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
 @dataclass
@@ -108,7 +104,7 @@ class TrainingConfig:
     def check(self) -> None:
         if not self.base:
             raise UsageError("no base model: pass --base (a GGUF file or a HF model folder)")
-        from ..model_refs import resolve
+        from ..models.refs import resolve
 
         self.base = resolve(self.base)   # hf:/ollama:/lmstudio: -> the local file or folder
         if not self.out:

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import UsageError
 from ..eval.stats import is_refusal
-from .chat_tokens import left_padded_prompts
+from .chat_tokens import left_padded_prompts, response_mask
 
 NGRAM = 3
 
@@ -177,8 +177,6 @@ class PolicyProbe:
         """``response_length`` (tokens) and ``MONITORS`` of the policy's answers to the probe."""
         import torch
 
-        from .rl_ppo import _response_mask
-
         enc = left_padded_prompts(tokenizer, self.prompts, next(model.parameters()).device)
         training = model.training
         model.eval()
@@ -190,7 +188,7 @@ class PolicyProbe:
         finally:
             model.train(training)
         response = full[:, enc["input_ids"].shape[1]:]
-        mask = _response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        mask = response_mask(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
         texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
         return {"response_length": round(mask.sum().item() / len(texts), 2),
                 **text_monitors(texts, self.boilerplate)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from ..errors import UsageError
 
 LOAD_IN = ("4bit", "8bit")
+# Non-reentrant: gradients reach the LoRA weights without inputs that require grad.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
 def check_load_in(load_in: str | None, device: str) -> None:
@@ -49,8 +51,6 @@ def prepare_for_lora(model, gradient_checkpointing: bool):
     if not is_quantized(model):
         return model
     from peft import prepare_model_for_kbit_training
-
-    from .lora import CHECKPOINTING_KWARGS
 
     return prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=gradient_checkpointing,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, UsageError
-from ..model_files import sha256_file
+from ..models.files import sha256_file
 from .runs import check_adapter_folder, check_run_folder, load_safetensors
 
 PM_ADAPTER = "pm"

@@ -21,10 +21,10 @@ import shutil
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from .lora import CHECKPOINTING_KWARGS
 from .monitors import (MONITORS, PolicyProbe, boilerplate_phrases, first_stop, monitored, parse_stop_when,
                        stop_note)
-from .rl_ppo import RLConfig, load_pm, load_prompts
+from .quantized import CHECKPOINTING_KWARGS
+from .rl_config import RLConfig, load_pm, load_prompts
 from .runs import RunFolder, check_adapter_folder, checkpoint_step, peft_config
 
 

@@ -1,5 +1,6 @@
-"""Training run folders: checking one before transformers/PEFT see it, and ``RunFolder``,
-which owns a run's layout, resume guard, checkpoints, log and final files.
+"""Training run folders: checking one before transformers/PEFT see it, ``RunFolder``, which
+owns a run's layout, resume guard, checkpoints, log and final files, and a run's LoRA config
+(``peft_config``, with the target modules per architecture).
 
 PEFT and transformers treat a path they cannot use as a Hub repo id and go to the network,
 and they unpickle ``*.bin`` weights. So every run folder is checked here first: each file
@@ -22,6 +23,16 @@ CHECKPOINTS = "checkpoints"     # checkpoints/step-000010/: adapter, optimizer, 
 
 # Weights in these files are Python pickles: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+# LoRA targets per architecture (HF module names); the attention and MLP projections.
+DEFAULT_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+FALLBACK_TARGETS = "all-linear"  # PEFT's own choice for an architecture not listed
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -228,12 +239,16 @@ def _save_trained_adapter(model, folder: Path) -> None:
     model.save_pretrained(str(folder), safe_serialization=True, selected_adapters=["default"])
 
 
+def targets_for(model_type: str) -> list[str] | str:
+    """The LoRA target modules for a ``model_type``: the attention and MLP projections for the
+    architectures listed, else PEFT's "all-linear"."""
+    return DEFAULT_TARGETS.get(model_type, FALLBACK_TARGETS)
+
+
 def peft_config(cfg, model_type: str, task_type: str, *, dropout: float | None = None):
     """The LoRA config of a run: rank, alpha, dropout (``dropout`` overrides the config's,
     e.g. PPO's 0 so the probability ratios start at 1) and the architecture's targets."""
     from peft import LoraConfig
-
-    from .hf_models import targets_for
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout if dropout is None else dropout,

@@ -16,8 +16,8 @@ import json
 import re
 from pathlib import Path
 
+from ..errors import ConstitutionError
 from .constitution import Constitution, parse_constitution
-from .errors import ConstitutionError
 
 
 def detect_format(data: object) -> str:

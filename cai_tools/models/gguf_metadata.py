@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ModelError
+from ..errors import ModelError
+
+GGUF_MAGIC = b"GGUF"   # a GGUF file's first four bytes
 
 # GGUF value types (ggml/include/gguf.h).
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
@@ -95,7 +97,7 @@ def read_header(path: str | os.PathLike, *, tensors: bool = False) -> tuple[dict
         size = p.stat().st_size
         with open(p, "rb") as fh:
             r = _Reader(fh)
-            if fh.read(4) != b"GGUF":
+            if fh.read(4) != GGUF_MAGIC:
                 raise ModelError(f"{p} is not a GGUF file")
             version = r.take("<I")
             if version not in (2, 3):

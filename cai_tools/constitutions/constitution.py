@@ -32,10 +32,11 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConstitutionError
-from .yaml_files import error_line, load_yaml
+from ..errors import ConstitutionError
+from ..yaml_files import error_line, load_yaml
 
-CONSTITUTIONS_DIR = Path(__file__).resolve().parent.parent / "constitutions"
+# the bundled YAML files: the checkout's constitutions/ (this file is cai_tools/constitutions/constitution.py)
+CONSTITUTIONS_DIR = Path(__file__).resolve().parents[2] / "constitutions"
 
 TOP_KEYS = {"name", "description", "system_prompt", "critique_revision", "judge", "few_shot",
             "judge_few_shot"}
