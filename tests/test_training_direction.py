@@ -112,7 +112,8 @@ def test_the_pm_learns_the_rules_labels(start):
 def test_the_algorithm_moves_the_exported_model_toward_the_rule(start, name):
     from cai_tools.eval.known_answer import paired_difference
     from cai_tools.train.export import export_lora
-    from cai_tools.train.rl_ppo import RLConfig, train_ppo
+    from cai_tools.train.rl_config import RLConfig
+    from cai_tools.train.rl_ppo import train_ppo
     from cai_tools.train.rl_trl import train_trl
 
     work = start["work"]
