@@ -178,8 +178,9 @@ def main() -> None:
         raise SystemExit(f"sanity: unknown --algos {unknown}; choose from {list(RUNS)}")
     results = {"rule": check.rule_spec, "model": args.model, "steps": args.steps, "algos": ", ".join(names)}
     lines, pm, pairs = [], None, None
-    if any("PAIRS" in RUNS[n] or "PM" in RUNS[n] for n in names):   # only the runs that need them
+    if any("PAIRS" in RUNS[n] or "PM" in RUNS[n] for n in names):   # only for the runs that need them
         pairs = check.pairs()
+    if any("PM" in RUNS[n] for n in names):
         pm, results["pm"] = check.build_pm(pairs)
         lines.append(f"build-pm: held-out accuracy {_pm_line(results['pm'])}")
         print(lines[0], file=sys.stderr)
