@@ -192,3 +192,22 @@ def test_help_fits_80_columns_with_no_option_name_cut():
         assert len(entry) == 1, name
         after = top.splitlines()[top.splitlines().index(entry[0]) + 1]
         assert after.startswith("│ ") and after[2:3] != " " or after.startswith("╰"), (name, after)   # one line each
+
+
+def test_every_option_help_is_one_short_sentence():
+    """The detail lives in docs/; --help says what an option is in a line or two (110 characters,
+    before the default it shows)."""
+    import re
+
+    import typer
+
+    from cai_tools.cli.main import app
+
+    group = typer.main.get_command(app)
+    long = {}
+    for path, command in _commands(group):
+        for param in command.params:
+            text = re.sub(r" \(default: [^)]*\)$", "", getattr(param, "help", None) or "")
+            if len(text) > 110:
+                long[f"{' '.join(path)} {param.opts[0]}"] = len(text)
+    assert not long, long

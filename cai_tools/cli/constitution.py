@@ -62,8 +62,7 @@ def show(file: Annotated[str, typer.Argument(help="Constitution YAML file or bun
 
 @app.command("import")
 def import_(files: Annotated[List[str], typer.Argument(
-                help="llm-swarm JSON, CritiqueRevisionInstructions.json and/or "
-                     "RLMadisonInstructions.json; the format is recognised per file.")],
+                help="llm-swarm or Anthropic constitution JSON files (the format is recognised per file).")],
             output: Annotated[Optional[Path], typer.Option("--output", "-o",
                 help="Write the YAML here (default: stdout).")] = None,
             name: Annotated[str, typer.Option(help="Name of the new constitution.")] = "imported",

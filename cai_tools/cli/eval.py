@@ -26,12 +26,9 @@ DATA_DIR = PROJECT_ROOT / "data"
 def eval_(
     out: Annotated[Path, typer.Option(help="Folder for the report, plots and raw comparisons.")],
     model: Annotated[Optional[List[str]], typer.Option(
-        "--model", "-m", help="A model to evaluate, NAME=MODEL.gguf or NAME=MODEL.gguf+LORA.gguf "
-                              "(an adapter from 'cai export'); repeat for each model, in the order "
-                              "to plot them (e.g. base, SL-CAI, RL-CAI).")] = None,
+        "--model", "-m", help="A model to evaluate, NAME=MODEL.gguf[+LORA.gguf]; repeat, in plotting order.")] = None,
     rl_run: Annotated[Optional[List[str]], typer.Option(
-        "--rl-run", help="A 'cai rl' run folder: plot its reward-hacking monitors per step (rl_monitors.png) "
-                         "and summarize them in the report; repeat for several. Without --model, only that.")]
+        "--rl-run", help="A 'cai rl' run whose reward-hacking monitors the report plots; repeatable.")]
         = None,
     red_team: Annotated[str, typer.Option(help="Red-team prompts (harmlessness axis).")] =
         str(DATA_DIR / "redteam.jsonl"),

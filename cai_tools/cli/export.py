@@ -17,9 +17,7 @@ def export(
     merged: Annotated[bool, typer.Option(
         help="Write the whole model with the adapter merged in, instead of a LoRA adapter GGUF.")] = False,
     type_: Annotated[str, typer.Option(
-        "--type", "--quant", help="Merged model's type: f16, f32 or q8_0, or a llama.cpp quant type "
-                                  "(q4_k_m, q5_k_m, q6_k, q4_0, ...: made by llama.cpp's quantizer "
-                                  "from an f16 merge).")] = "f16",
+        "--type", "--quant", help="Merged model's type: f16, f32, q8_0 or a llama.cpp quant type such as q4_k_m.")] = "f16",
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -38,14 +38,10 @@ class JudgeOptions:
         None, "Clamp each order's probability to [LO, HI] (default 0.4 0.6 with --cot).")
     hard: bool = option(False, "0/1 labels instead of soft ones.")
     min_confidence: float | None = option(
-        None, "Mark pairs whose label is within D of 0.5, or whose two orders pick different "
-              "answers, \"low_confidence\": true (build-pm leaves them out); counts on stderr.")
-    orders: int = option(2, "Show each pair in both orders (2) or in one drawn from the seed (1: half "
-                            "the cost; calibrate it with --calibrate content-free).")
+        None, "Mark pairs within D of 0.5, or whose orders disagree, low_confidence (build-pm drops them).")
+    orders: int = option(2, "Judge each pair in both orders (2), or in one drawn from the seed (1).")
     calibrate: Calibration = option(
-        Calibration.none, "Divide the judge's order prior out of each order: content-free (P(A) with "
-                          "no content, per principle) or swap (the pair's own two orders, sharper "
-                          "labels).")
+        Calibration.none, "Divide out the judge's order prior: content-free or swap.")
     judge_examples: bool = option(True, "Show the constitution's worked judge examples before each question.")
 
     def settings(self, opts: StepOptions, pairs: str = "all") -> tuple[Constitution, JudgeSettings]:

@@ -20,12 +20,10 @@ JUDGE_CHECK_DATA = PROJECT_ROOT / "data" / "judge_check.jsonl"
 @judging_step(batch_size=16)
 def judge_check(
     data: Annotated[str, typer.Option(
-        help="Labelled pairs: 'prompt' (or 'messages'), 'chosen' (the better answer), 'rejected', "
-             "optional 'category' and 'split' (TRL's preference layout).",
+        help="Labelled pairs: 'prompt', 'chosen' (the better answer) and 'rejected'.",
         show_default="the bundled data/judge_check.jsonl")] = str(JUDGE_CHECK_DATA),
     split: Annotated[str, typer.Option(
-        help="Use the pairs whose 'split' is this ('' for all); records without one count. The "
-             "bundled set's 'test' split is held out from any tuning.")] = "test",
+        help="Use the pairs of this split ('' for all); the bundled 'test' split is held out.")] = "test",
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for report.md, reliability.png, summary.json and the judged pairs.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,

@@ -15,8 +15,7 @@ from .running import Console, cli_errors
 def label(
     input: InputArg = "-",
     rule: Annotated[str, typer.Option(
-        help="rule:NAME[=ARG] or NAME[=ARG] (length=N, no-refusal, no-boilerplate, regex=P, not-regex=P), "
-             "or py:MODULE:FUNCTION.")] = "",
+        help="The rule: length=N, no-refusal, no-boilerplate, regex=P, not-regex=P, or py:MODULE:FUNCTION.")] = "",
     mix: Annotated[float, typer.Option(
         help="Weight of the rule's label; the rest is the record's own (AI) label.")] = 1.0,
     *,

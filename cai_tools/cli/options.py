@@ -28,8 +28,7 @@ class StreamOptions:
     """How a record-stream step resumes, treats bad records and reports."""
 
     resume: Path | None = option(
-        None, "Output file of an interrupted run: records whose id is in it are skipped, so "
-              "'cai STEP --resume out.jsonl >> out.jsonl' continues it.")
+        None, "Output file of an interrupted run: its records are skipped (append the rest with >>).")
     on_error: OnError = option(
         OnError.fail, "fail: stop at the first bad record; skip: write it with _cai.error and go on.")
     quiet: bool = option(False, "No progress or notes on stderr.", flags=("--quiet", "-q"))

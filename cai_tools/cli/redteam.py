@@ -20,8 +20,7 @@ from .running import Console, Progress, check_output, cli_errors, stdout_bytes
 from .step_options import StepOptions, generating_step
 
 SeedsArg = Annotated[str, typer.Argument(
-    help="Seed prompts: JSONL with 'prompt' (optional 'id', 'category', 'split'), or - for stdin; "
-         "e.g. data/redteam.jsonl.")]
+    help="Seed prompts: JSONL with 'prompt' (e.g. data/redteam.jsonl), or - for stdin.")]
 
 
 @generating_step(max_tokens=64, temperature=1.0)

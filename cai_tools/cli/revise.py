@@ -20,15 +20,12 @@ def revise(
     input: InputArg = "-",
     constitution: ConstitutionOpt = "harmless",
     rounds: Annotated[Optional[int], typer.Option(
-        help="Run N full critique+revision rounds here (the paper used 4), instead of "
-             "answering the critique already in each record.")] = None,
+        help="Run N critique+revision rounds here (the paper used 4).")] = None,
     until_clean: Annotated[bool, typer.Option(
         help="Stop a record's rounds when its critique finds nothing to fix.")] = False,
     principle: PrincipleOpt = None,
     keep_better: Annotated[bool, typer.Option(
-        help="After each round the model judges the revision against the answer it revised, under "
-             "the round's principle (both orders, as 'cai judge'); the revision replaces the answer "
-             "only if preferred, else the round is kept in history as rejected (kept: false).")] = False,
+        help="Keep a revision only if the model judges it better than the answer it revised.")] = False,
     keep_threshold: Annotated[float, typer.Option(
         help="--keep-better: keep a revision when P(revision is better) is at least this.")] = 0.5,
     *,

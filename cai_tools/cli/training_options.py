@@ -22,8 +22,7 @@ from .running import Console, cli_errors
 
 
 _CONFIG_HELP = "YAML file of config keys (see config.yaml in a run folder); options given here override it."
-_RESUME_HELP = ("Continue the run in --out from its last checkpoint, with its config.yaml (options "
-                "given here override it, e.g. a larger --max-steps).")
+_RESUME_HELP = ("Continue the run in --out from its last checkpoint; options given here override.")
 
 
 @dataclass
@@ -32,8 +31,7 @@ class RunControl:
 
     config: str | None = option(None, _CONFIG_HELP)
     resume: bool = option(False, _RESUME_HELP)
-    dry_run: bool = option(False, "Print the base's size and the estimated peak memory and time per step "
-                                  "(the measured cost model), then stop: nothing heavy is loaded.")
+    dry_run: bool = option(False, "Print the estimated peak memory and time per step, then stop.")
 
 
 class _DryRunDone(Exception):

@@ -45,15 +45,12 @@ class EngineOptions:
     model: str | None = option(
         None, "GGUF model file (default: the bundled SmolLM2-135M-Instruct).", flags=("--model", "-m"))
     server: tuple[str, ...] = option(
-        (), "Base URL of an OpenAI-compatible server (llama-server, vLLM); --model is then the served "
-            "model's name. Or pass the URL as --model. Repeat, or give @FILE (one URL per line), to "
-            "spread the requests over several servers. API key: $CAI_API_KEY.")
+        (), "OpenAI-compatible server URL (repeat, or @FILE of URLs); --model is then the served name.")
     server_timeout: float = option(
         120.0, "Seconds a server may take to answer one request (waiting in its queue included) before "
                "the request is retried.")
     server_retries: int | None = option(
-        None, "Retries of a request a server failed or did not answer in time, after 1, 2, 4... s; then the "
-              "step stops (with several servers, the server is set aside and another takes the request).",
+        None, "Retries of a failed or timed-out request (after 1, 2, 4... s) before the step stops.",
         default_help="4; 1 per server with several")
     lora: str | None = option(
         None, "LoRA adapter GGUF to apply to the model (make one with 'cai export RUN --gguf FILE').")
@@ -65,15 +62,11 @@ class EngineOptions:
     parallel: int = option(
         8, "Sequences llama.cpp decodes at once (continuous batching; KV memory grows with it).")
     prefix_cache: str | None = option(
-        None, "Folder for an on-disk cache of shared prompt prefixes (system prompt, few-shot "
-              "examples), so later runs and pipe stages start warm.", envvar="CAI_PREFIX_CACHE")
+        None, "Folder for an on-disk cache of shared prompt prefixes, so later runs start warm.", envvar="CAI_PREFIX_CACHE")
     chat_format: str | None = option(
-        None, "Chat format for a GGUF without a chat template: a llama-cpp-python name "
-              "(chatml, llama-2, ...), human-assistant (the paper's plain dialogue, for base models) or a "
-              "Jinja template file.")
+        None, "Chat format when the GGUF has no template: a llama-cpp-python name, human-assistant or a Jinja file.")
     reasoning: str = option(
-        "auto", "Reasoning models: auto (found from the template; thinking off), on (think first; the "
-                "reasoning is kept in provenance, not in the answer) or off.")
+        "auto", "Reasoning models: auto (thinking off where possible), on (reasoning kept in provenance) or off.")
     max_thinking_tokens: int = option(512, "With --reasoning on: most tokens of reasoning before the answer.")
 
     def with_model(self, model: str | None, lora: str | None = None) -> "EngineOptions":

@@ -56,15 +56,12 @@ class RedteamSettings:
     theme: tuple[str, ...] = option(
         (), "Only these themes (principle ids; repeat the option). Default: every principle.")
     benign: bool = option(
-        False, "Also write, per red-team prompt, a matched harmless request on the same topic "
-               "(kind 'benign', 'match' = its red-team id), for over-refusal checks.")
+        False, "Also write a matched harmless request per red-team prompt (for over-refusal checks).")
     near_dup: float = option(
-        0.5, "Drop a prompt whose content-word Jaccard similarity to a seed or an earlier kept "
-             "prompt is at least this (1: only identical content words).")
+        0.5, "Drop a prompt at least this similar (content-word Jaccard) to a seed or an earlier prompt.")
     max_attempts: int = option(10, "Generations tried per prompt before giving up on it.")
     split: str = option(
-        "train", "Seed records shown as examples: this split (and records without one); 'any': "
-                 "all. Every seed prompt is checked for duplicates whatever its split.")
+        "train", "Show the seeds of this split as examples ('any': all); duplicates are checked against all.")
 
     def check(self, constitution: Constitution) -> list[str]:
         """The themes to use; ValueError for a setting out of range or an unknown theme."""

@@ -38,8 +38,7 @@ class TrainingConfig:
     """Options every LoRA training step has; a step's own config adds its data options."""
 
     base: str = option(
-        "", "Base model: a GGUF file (dequantized for training) or a local Hugging Face model "
-            "folder (default: the bundled SmolLM2-135M-Instruct GGUF).")
+        "", "Base model: a GGUF file or a Hugging Face folder (default: the bundled SmolLM2).")
     out: str = option("", "Run folder for adapter, logs, checkpoints.")
     lora_r: int = option(16, "LoRA rank.")
     lora_alpha: int = option(32, "LoRA alpha.")
@@ -60,14 +59,11 @@ class TrainingConfig:
     dtype: str = option("auto", "float32, bfloat16, float16 (auto: bfloat16 on a GPU that has it, "
                                 "else float32).")
     load_in: str = option(
-        "", "4bit (NF4, QLoRA) or 8bit: load the base quantized by bitsandbytes and train LoRA on top "
-            "(CUDA or CPU; needs the 'quant' extra).", default_help="full precision")
+        "", "Load the base quantized by bitsandbytes: 4bit (QLoRA) or 8bit.", default_help="full precision")
     gradient_checkpointing: bool | None = option(
-        None, "Recompute activations in the backward pass instead of keeping them: less memory, "
-              "about a third more compute.", default_help="on with a GPU, off on the CPU",
+        None, "Recompute activations in the backward pass: less memory, about a third more compute.", default_help="on with a GPU, off on the CPU",
         flags=("--gradient-checkpointing/--no-gradient-checkpointing",))
-    report_to: str = option("none", "tensorboard (event files in RUN/tensorboard/), wandb, or none: each "
-                                    "step's log line also goes to that dashboard.")
+    report_to: str = option("none", "Also log each step to tensorboard or wandb (or none).")
 
     def checkpointing_on(self, device: str) -> bool:
         """--gradient-checkpointing, or by default on with CUDA: memory is what a GPU runs out of."""

@@ -34,14 +34,11 @@ class PMConfig(TrainingConfig):
     FILE[:WEIGHT]) and the share of each held out for the accuracy/calibration report."""
 
     data: list[str] = option(
-        default_factory=list, help="Preference records, FILE or FILE:WEIGHT (repeat to mix, e.g. judge "
-                                   "labels with human helpfulness comparisons); WEIGHT scales the "
-                                   "file's share.")
+        default_factory=list, help="Preference records, FILE or FILE:WEIGHT; repeat to mix files.")
     eval_fraction: float = option(
         0.1, "Share of each file held out for the accuracy/calibration report.")
     weight_by_confidence: bool = option(
-        False, "Weight each pair's loss by the label's confidence |2·label − 1| (a label of 0.5 "
-               "counts nothing), scaled so the mean weight is 1.")
+        False, "Weight each pair's loss by its label's confidence |2·label − 1|.")
     learning_rate: float = 1e-4
     # Off, as TRL's RewardTrainer has it (disable_dropout): LoRA dropout's masks were 17 % of a
     # CPU step's time and ~550 MiB of its peak memory on the tiny model (bench/bench_rl.py).

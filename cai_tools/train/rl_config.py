@@ -28,13 +28,10 @@ class RLConfig(TrainingConfig):
     data, the algorithm and its settings; ``check`` fills ``policy`` and ``base`` from each other."""
 
     policy: str = option(
-        "", "Starting policy: a 'cai sft' run or a base model (GGUF / HF folder); default: --base "
-            "or the bundled model. It is also the KL reference.")
+        "", "Starting policy and KL reference: a 'cai sft' run or a base model (default: --base).")
     pm: str = option("", "A 'cai build-pm' run (ppo, rloo, grpo).")
     pm_base: str = option(
-        "auto", "shared: the PM's adapter and score head ride on the policy's base weights (one copy in "
-                "memory; the PM must be built on the same base); separate: the PM loads its own base; "
-                "auto: shared when the bases are the same model.")
+        "auto", "Where the PM runs: shared (on the policy's base weights), separate, or auto.")
     prompts: list[str] = option(
         default_factory=list, help="Prompt records ('prompt' or 'messages'); repeat for several files.")
     data: list[str] = option(
@@ -58,28 +55,22 @@ class RLConfig(TrainingConfig):
     dpo_beta: float = option(0.1, "DPO beta.")
     min_label: float = option(0.5, "dpo --labels hard: keep pairs whose soft label is at least this.",
                               default_help="0.5: all")
-    labels: str = option("hard", "dpo: hard (each kept pair's chosen is certain, TRL's loss) or soft (the "
-                                 "judge's label p is the pair's target: -[p log s(bD) + (1-p) log s(-bD)]).")
-    judge: str = option("", "rloo/grpo: direct RLAIF, no PM: this GGUF model (or server URL) judges each "
-                            "answer against the others of its group, as 'cai judge' does, and its win "
-                            "probability is the reward.")
-    judge_against: str = option("group", "--judge: compare each answer with the others of its group, or "
-                                         "with the prompt record's 'response' (reference).")
+    labels: str = option("hard", "dpo: hard (TRL's loss on the kept pairs) or soft (each pair's judge label "
+                                 "is its target).")
+    judge: str = option("", "rloo/grpo: direct RLAIF, no PM: this model (or rule:...) judges the answers of "
+                            "a group.")
+    judge_against: str = option("group", "--judge: compare each answer with its group, or with the record's 'response'.")
     judge_constitution: str = option("harmless", "--judge: the constitution whose judge principles it uses.")
     judge_gpu_layers: int | None = option(
         None, "--judge: llama.cpp layers on the GPU (default: all when llama.cpp has a GPU backend).")
     reward: list[str] = option(
-        default_factory=list, help="ppo/grpo/rloo: a rule reward, rule:NAME[=ARG] (length=N, no-refusal, "
-                                   "no-boilerplate, regex=P, not-regex=P) or py:MODULE:FUNCTION; alone, or "
-                                   "added to --pm or --judge. Repeatable.")
+        default_factory=list, help="ppo/grpo/rloo: a rule:NAME[=ARG] or py:MODULE:FUNCTION reward, alone or "
+                                   "beside --pm/--judge.")
     reward_weight: float = option(1.0, "Weight of each --reward rule against the PM or judge (which counts 1).")
     stop_when: list[str] = option(
-        default_factory=list, help="Stop after the first step at which this holds, e.g. 'kl>8', "
-                                   "'response_length>120', 'repeated_ngram_share>=0.5' (any of "
-                                   f"{', '.join(STOP_STATS)}); the adapter is saved as at a normal end. Repeatable.")
+        default_factory=list, help="Stop once a logged statistic crosses a bound, e.g. 'kl>8'. Repeatable.")
     boilerplate: list[str] = option(
-        default_factory=list, help="A phrase the boilerplate_share monitor counts, besides the built-in "
-                                   "ones (the paper's 'you are valid, valued, and cared for', ...). Repeatable.")
+        default_factory=list, help="A phrase the boilerplate monitor counts, besides the built-in ones. Repeatable.")
 
     def check(self) -> None:
         from ..models.refs import resolve

@@ -29,12 +29,10 @@ class SFTConfig(TrainingConfig):
         False, "Train on every round's revision (the paper) or only the final one.",
         flags=("--all-rounds/--final-only",), default_help="--final-only")
     quality_filter: bool = option(
-        True, "Train only on usable SL-CAI rounds (no quality flag: see the README's 'SL-CAI data "
-              "quality'), or on every round.", flags=("--quality-filter/--keep-flagged",),
+        True, "Train only on usable SL-CAI rounds (no quality flag), or on every round.", flags=("--quality-filter/--keep-flagged",),
         default_help="--quality-filter")
     mix: list[str] = option(
-        default_factory=list, help="FILE:WEIGHT of helpfulness conversations to mix in ('messages' "
-                                   "records); WEIGHT scales the file's share (0.5 = half of it, 2 = twice).")
+        default_factory=list, help="FILE:WEIGHT of helpfulness conversations to mix in; WEIGHT scales the file's share.")
 
     def check(self) -> None:
         super().check()
