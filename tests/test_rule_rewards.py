@@ -121,6 +121,9 @@ def test_label_by_a_rule_flips_keeps_and_leaves_ties_out():
     assert flipped["chosen"][0]["content"] == "one two three" and flipped["label"] == 1.0
     step = flipped["_cai"]["steps"][-1]
     assert step["step"] == "label" and step["previous_label"] == 0.6 and step["rule"] == "rule:length=3"
+    # the scores describe the answers as written out: chosen's is the higher after a flip too
+    assert step["flipped"] and step["rule_scores"]["chosen"] == 1.0 > step["rule_scores"]["rejected"]
+    assert not kept["_cai"]["steps"][-1]["flipped"]
     assert kept["chosen"] == "x y z" and "low_confidence" not in kept
     assert b"2 pairs labelled by rule:length=3, 1 of them flipped; 1 ties left out" in out.stderr
 

@@ -48,14 +48,16 @@ def relabel(records: Iterable[dict], rule: RuleReward, *, mix: float = 1.0, tall
             return []
         label = mix * by_rule + (1.0 - mix) * pref.label
         out = copy_record(rec)
-        if label < 0.5:
+        flipped = label < 0.5
+        if flipped:
             out["chosen"], out["rejected"] = rec["rejected"], rec["chosen"]
-            label = 1.0 - label
+            chosen, rejected, label = rejected, chosen, 1.0 - label
             tally.flipped += 1
         out["label"] = round(label, 6)
         out.pop("low_confidence", None)   # the judge's doubt no longer describes this label
+        # the scores of the answers as written out (after a flip), so chosen's is never the lower
         add_provenance(out, "label", {"rule": rule.spec, "mix": mix, "previous_label": pref.label,
-                                      "rule_scores": {"chosen": chosen, "rejected": rejected}})
+                                      "flipped": flipped, "rule_scores": {"chosen": chosen, "rejected": rejected}})
         tally.kept += 1
         return [out]
 
