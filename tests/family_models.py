@@ -226,14 +226,7 @@ def build_small_vocab(out_dir: Path, n_vocab: int = 512, models: Path | None = N
     # still gives it about 5 % of the mass, and no training can make an answer likely.
     for name, value in _tensors("llama", n_vocab, np.random.default_rng(seed), output_scale=0.5).items():
         writer.add_tensor(name, value)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    writer.write_header_to_file(tmp)
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out)
-    return out
+    return _write(writer, out)
 
 
 def build(family: Family | str, out_dir: Path, models: Path | None = None, seed: int = 0) -> Path:
@@ -253,7 +246,12 @@ def build(family: Family | str, out_dir: Path, models: Path | None = None, seed:
     _arch_keys(writer, family.arch, n_vocab)
     for name, value in _tensors(family.arch, n_vocab, np.random.default_rng(seed)).items():
         writer.add_tensor(name, value)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return _write(writer, out)
+
+
+def _write(writer, out: Path) -> Path:
+    """Write the model through a temporary file, so a killed build never leaves a half model."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     writer.write_header_to_file(tmp)
     writer.write_kv_data_to_file()
