@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,14 +219,20 @@ def closed_stdout(inputs: dict[str, bytes], model: bool) -> list[Case]:
     for step, args, data in runs:
         case = Case(f"stdout closed after one line: {step} {' '.join(args[:2])}")
         proc = popen(step, *args)
-        try:
-            proc.stdin.write(data)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
+
+        def feed(proc=proc, data=data):
+            try:   # from a thread: the step's output fills its pipe long before it has read all this
+                proc.stdin.write(data)
+                proc.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
         proc.stdout.readline()
         proc.stdout.close()
         proc.wait(timeout=300)
+        feeder.join(timeout=60)
         judged(case, proc.stderr.read(), proc.returncode, ok=(0,))
         cases.append(case)
         shut = Case(f"stdout closed from the start: {step} {' '.join(args[:2])}")
