@@ -92,7 +92,7 @@ if check_file.exists():
     check = json.loads(check_file.read_text())
     run = next(v for k, v in check.items() if isinstance(v, dict) and "verdict" in v and k != "pm")
     low, high = run["interval"]
-    say(f"{'training check':<14}{run['verdict']:>9}  {check['algos']} toward {check['rule']}: held-out metric "
+    say(f"training check {run['verdict']:>8}  {check['algos']} toward {check['rule']}: held-out metric "
         f"{run['before']:.2f} -> {run['after']:.2f}, {run['difference']:+.2f} [{low:+.2f}, {high:+.2f}] "
         f"over {run['prompts']} prompts")
 say("")
