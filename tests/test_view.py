@@ -198,3 +198,15 @@ def test_the_page_loads_in_headless_chromium_and_shows_the_first_record(tmp_path
     assert white > 0.3 and dark > 0.005, (white, dark)
     first = re.escape(records[0]["prompt"][:30])
     assert re.search(first, dom.stdout)
+
+
+def test_a_closed_stdout_is_one_line_and_a_reader_that_leaves_early_is_quiet():
+    """'cai view FILE >&-' was an internal error (found by scripts/audit.py)."""
+    import sys
+
+    cmd = f"{sys.executable} -m cai_tools.cli.main view {DATA / 'sl_records.jsonl'}"
+    closed = subprocess.run(cmd + " >&-", shell=True, capture_output=True, cwd=Path(__file__).parent.parent)
+    lines = closed.stderr.decode().splitlines()
+    assert closed.returncode == 1 and lines == ["cai view: error: standard output is closed: nowhere to write records"]
+    early = subprocess.run(cmd + " | head -c 10", shell=True, capture_output=True, cwd=Path(__file__).parent.parent)
+    assert early.stdout == b"<!doctype " and b"error" not in early.stderr

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .options import DebugOpt
-from .running import Console, cli_errors
+from .running import Console, cli_errors, stdout_bytes
 
 
 def view(
@@ -29,7 +28,7 @@ def view(
     with cli_errors("view", debug):
         page = render([(str(f), list(read_records(f))) for f in files], title=title)
         if out is None:
-            sys.stdout.write(page)
+            stdout_bytes().write(page.encode("utf-8"))   # a closed stdout is one line, not a crash
             return
         _write_page(out, page)
         Console("view", quiet).note(f"wrote {out} ({len(page) // 1024} KiB): open it in a browser")
