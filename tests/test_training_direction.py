@@ -40,7 +40,7 @@ RUNS = {
     "ppo (rule)": ({"algo": "ppo", "reward": [RULE]}, 3e-3),
     "grpo (rule)": ({"algo": "grpo", "reward": [RULE]}, 1e-2),
     "rloo (rule)": ({"algo": "rloo", "reward": [RULE]}, 1e-2),
-    "ppo (PM)": ({"algo": "ppo", "pm": "PM", "max_steps": 10}, 3e-3),
+    "ppo (PM)": ({"algo": "ppo", "pm": "PM", "max_steps": 10}, 3e-3),   # its reward is noisier: more steps
     "grpo (PM)": ({"algo": "grpo", "pm": "PM"}, 5e-3),
     "dpo (hard)": ({"algo": "dpo", "data": ["PAIRS"], "labels": "hard"}, 1e-2),
     "dpo (soft)": ({"algo": "dpo", "data": ["PAIRS"], "labels": "soft"}, 1e-2),
@@ -121,7 +121,7 @@ def test_the_algorithm_moves_the_exported_model_toward_the_rule(start, name):
     fields = {k: (str(work / "pm") if v == "PM" else [str(work / "pairs.jsonl")] if v == ["PAIRS"] else v)
               for k, v in fields.items()}
     out = work / name.replace(" ", "-").replace("(", "").replace(")", "")
-    fields.setdefault("max_steps", 6)   # PPO through the PM needs a few more: its reward is noisier
+    fields.setdefault("max_steps", 6)
     cfg = RLConfig(policy=str(work / "sft"), base=str(start["model"]), prompts=[str(work / "prompts.jsonl")],
                    batch_size=4, max_new_tokens=12, num_generations=4, learning_rate=lr, out=str(out),
                    **LORA, **fields)

@@ -44,8 +44,7 @@ class _NamesFirstTable(Table):
                     names.append(sep if names.plain else "")
                     names.append_text(part if isinstance(part, Text) else Text(str(part)))
             cells = ((required,) if required is not None else ()) + (names, kind, help_text)
-        if not self.columns or len(self.columns) != len(cells):
-            self.columns.clear()
+        if not self.columns:   # every row of one table has the same cells: set them up once
             for i in range(len(cells)):
                 self.add_column(no_wrap=i < len(cells) - 1)
         return super().add_row(*cells, **kwargs)
