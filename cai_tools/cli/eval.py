@@ -30,9 +30,11 @@ def eval_(
     rl_run: Annotated[Optional[List[str]], typer.Option(
         "--rl-run", help="A 'cai rl' run whose reward-hacking monitors the report plots; repeatable.")]
         = None,
-    red_team: Annotated[str, typer.Option(help="Red-team prompts (harmlessness axis).")] =
+    red_team: Annotated[str, typer.Option(help="Red-team prompts (harmlessness axis).",
+        show_default="the bundled data/redteam.jsonl")] =
         str(DATA_DIR / "redteam.jsonl"),
-    helpful: Annotated[str, typer.Option(help="Ordinary requests (helpfulness axis).")] =
+    helpful: Annotated[str, typer.Option(help="Ordinary requests (helpfulness axis).",
+        show_default="the bundled data/helpful.jsonl")] =
         str(DATA_DIR / "helpful.jsonl"),
     split: Annotated[str, typer.Option(
         help="Use the prompts whose 'split' is this ('' for all); records without one count.")] = "eval",
@@ -53,7 +55,8 @@ def eval_(
         help="Check the judge on labelled pairs first; the report's verdict says 'no finding' when "
              "it is at chance.")] = True,
     judge_check_data: Annotated[str, typer.Option(
-        help="Labelled pairs for the judge check (see 'cai judge-check').")] = str(DATA_DIR / "judge_check.jsonl"),
+        help="Labelled pairs for the judge check (see 'cai judge-check').",
+        show_default="the bundled data/judge_check.jsonl")] = str(DATA_DIR / "judge_check.jsonl"),
     judge_check_split: Annotated[str, typer.Option(
         help="Their split to use ('' for all); the bundled set's 'test' is held out.")] = "test",
     judge_check_limit: Annotated[Optional[int], typer.Option(
