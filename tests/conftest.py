@@ -25,6 +25,16 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_model() -> Path:
+    """A llama with a 512-token vocabulary and random weights (``family_models.build_small_vocab``,
+    made by ``make families``): for tests of plumbing (processes, resume, shapes, exit codes),
+    where the bundled model's text adds minutes and checks nothing more."""
+    from tests.family_models import build_small_vocab
+
+    return build_small_vocab(ROOT / "models" / "families")
+
+
+@pytest.fixture(scope="session")
 def llama_engine(model_path):
     from cai_tools.engines import EngineOptions
     from cai_tools.engines.llama_cpp_engine import LlamaCppEngine

@@ -1,6 +1,10 @@
-"""`accelerate launch --num_processes 2` on the CPU (gloo) on the real tiny model: sft, build-pm,
-TRL's DPO and PPO give the same losses as one process taking the whole batch, resume works under
-two processes, GRPO runs with the shared-base PM, and more processes than items is one line."""
+"""`accelerate launch --num_processes 2` on the CPU (gloo): sft, build-pm, TRL's DPO and PPO give the
+same losses as one process taking the whole batch, resume works under two processes, GRPO runs with
+the shared-base PM, and more processes than items is one line.
+
+On the 512-token random-weight model (conftest's ``small_model``): what is checked is how work is
+split and gathered across processes, which the bundled model's size only made five times slower
+(the bundled model trains in test_real_sft, test_real_pm and test_real_rl)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ pytestmark = pytest.mark.model
 
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"
-SFT_DATA = ["--data", DATA / "sl_records.jsonl", "--all-rounds", "--mix", f"{DATA / 'helpful_messages.jsonl'}:1"]
+SFT_ARGS = ["--data", DATA / "sl_records.jsonl", "--all-rounds", "--mix", f"{DATA / 'helpful_messages.jsonl'}:1"]
 BIN = Path(sys.executable).parent
 LAUNCH = [BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", BIN / "cai"]
@@ -38,8 +42,9 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path):
+def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path, small_model):
     one, two = tmp_path / "sft1", tmp_path / "sft2"
+    SFT_DATA = ["--base", small_model, *SFT_ARGS]
     single = run_cai("sft", *SFT_DATA, "--out", one, "--max-steps", "3", "--batch-size", "4", *SAME, timeout=600)
     assert single.returncode == 0, single.stderr
     # Two processes of 2 items each make the same 4-item steps; gradients are averaged by DDP.
@@ -61,7 +66,8 @@ def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path):
     assert diff / sum(float((a[k] ** 2).sum()) for k in a) ** 0.5 < 1e-3
 
     pm1, pm2 = tmp_path / "pm1", tmp_path / "pm2"
-    pm_args = ["build-pm", "--data", DATA / "pm_pairs.jsonl", "--max-steps", "2", "--eval-fraction", "0"]
+    pm_args = ["build-pm", "--base", small_model, "--data", DATA / "pm_pairs.jsonl", "--max-steps", "2",
+               "--eval-fraction", "0"]
     assert run_cai(*pm_args, "--out", pm1, "--batch-size", "4", *SAME, timeout=600).returncode == 0
     pm_two = launch2(*pm_args, "--out", pm2, "--batch-size", "2", *SAME)
     assert pm_two.returncode == 0, pm_two.stderr.decode()[-3000:]
@@ -69,18 +75,19 @@ def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def pm(tmp_path_factory):
-    """A one-step PM on the base (GRPO and PPO score with it)."""
+def pm(tmp_path_factory, small_model):
+    """A one-step PM on the small model (GRPO and PPO score with it)."""
     pm = tmp_path_factory.mktemp("mp") / "pm"
-    made = run_cai("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "1",
-                   "--eval-fraction", "0", "-q", timeout=600)
+    made = run_cai("build-pm", "--base", small_model, "--data", DATA / "pm_pairs.jsonl", "--out", pm,
+                   "--max-steps", "1", "--eval-fraction", "0", "-q", timeout=600)
     assert made.returncode == 0, made.stderr
     return pm
 
 
-def test_two_processes_run_trl_dpo_as_one_and_grpo_with_the_shared_pm(tmp_path, pm):
+def test_two_processes_run_trl_dpo_as_one_and_grpo_with_the_shared_pm(tmp_path, pm, small_model):
     sft = tmp_path / "sft"
-    assert run_cai("sft", *SFT_DATA, "--out", sft, "--max-steps", "1", "-q", timeout=600).returncode == 0
+    made = run_cai("sft", "--base", small_model, *SFT_ARGS, "--out", sft, "--max-steps", "1", "-q", timeout=600)
+    assert made.returncode == 0, made.stderr
     dpo = ["rl", "--algo", "dpo", "--policy", sft, "--data", DATA / "pm_pairs.jsonl", "--max-steps", "3"]
     one, two = tmp_path / "dpo1", tmp_path / "dpo2"
     assert run_cai(*dpo, "--out", one, "--batch-size", "4", *SAME, timeout=600).returncode == 0
@@ -106,8 +113,9 @@ def test_two_processes_run_trl_dpo_as_one_and_grpo_with_the_shared_pm(tmp_path, 
     assert [e["step"] for e in log] == [1, 2] and all(math.isfinite(e["reward"]) for e in log)
 
 
-def test_two_processes_run_ppo_as_one_and_resume(tmp_path, pm):
-    ppo = ["rl", "--pm", pm, "--prompts", PROMPTS, "--max-new-tokens", "12", "--save-every", "1", "-q"]
+def test_two_processes_run_ppo_as_one_and_resume(tmp_path, pm, small_model):
+    ppo = ["rl", "--policy", small_model, "--pm", pm, "--prompts", PROMPTS, "--max-new-tokens", "12",
+           "--save-every", "1", "-q"]
     one, two = tmp_path / "ppo1", tmp_path / "ppo2"
     single = run_cai(*ppo, "--out", one, "--batch-size", "4", "--max-steps", "2", timeout=600)
     assert single.returncode == 0, single.stderr
@@ -131,10 +139,10 @@ def test_two_processes_run_ppo_as_one_and_resume(tmp_path, pm):
     assert a.keys() == b.keys() and diff / sum(float((a[k] ** 2).sum()) for k in a) ** 0.5 < 1e-3
 
 
-def test_two_processes_refuse_too_little_data_in_one_line(tmp_path):
+def test_two_processes_refuse_too_little_data_in_one_line(tmp_path, small_model):
     one_record = tmp_path / "one.jsonl"
     one_record.write_text((DATA / "sl_records.jsonl").read_text().splitlines()[0] + "\n")
-    small = launch2("sft", "--data", one_record, "--out", tmp_path / "sft", "--max-steps", "1")
+    small = launch2("sft", "--base", small_model, "--data", one_record, "--out", tmp_path / "sft", "--max-steps", "1")
     errors = [x for x in small.stderr.decode().splitlines() if x.startswith("cai sft: error")]
     assert small.returncode != 0 and len(errors) == 1 and "2 processes but only 1 training items" in errors[0]
     assert not (tmp_path / "sft").exists()
