@@ -87,8 +87,10 @@ families: install
 	@echo "Building the family matrix's tiny models into models/families (once; about a minute)"
 	@$(PY) tests/family_models.py models/families > /dev/null
 
+# Two workers or more (pytest-xdist), each on its own share of the cores (tests/conftest.py)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; [ $$n -lt 2 ] && n=2; echo $$n)
 test: install model families
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install
 	$(PY) -m pytest -q -m "not model"

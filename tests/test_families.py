@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -38,18 +37,6 @@ def _run_family(family: str, work) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.fixture(scope="session")
-def family_runs(family_models, tmp_path_factory):
-    """Every family's matrix, two processes at a time: much of a family's time is single-threaded
-    Python (reading the GGUF, converting its tokenizer), so two share the two cores well."""
-    pool = ThreadPoolExecutor(max_workers=2)
-    # Largest vocabularies first, so the two slowest do not end up last and alone.
-    order = sorted(FAMILIES, key=lambda f: -os.path.getsize(family_models[f.name]))
-    runs = {f.name: pool.submit(_run_family, f.name, tmp_path_factory.mktemp(f.name)) for f in order}
-    yield runs
-    pool.shutdown(cancel_futures=True)
-
-
 def _keep(report: dict) -> None:
     path = os.environ.get("CAI_FAMILY_REPORT")
     if path:
@@ -58,8 +45,9 @@ def _keep(report: dict) -> None:
 
 
 @pytest.mark.parametrize("family", [f.name for f in FAMILIES])
-def test_every_step_runs_on_the_family(family, family_runs):
-    returncode, stdout, stderr = family_runs[family].result()
+def test_every_step_runs_on_the_family(family, family_models, tmp_path):
+    # One family per test: make test's workers (pytest-xdist) spread the families over the cores.
+    returncode, stdout, stderr = _run_family(family, tmp_path)
     assert returncode == 0, stderr[-3000:]
     report = json.loads(stdout.strip().splitlines()[-1])
     _keep(report)

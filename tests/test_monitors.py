@@ -13,6 +13,8 @@ import pytest
 
 from conftest import check_monitors, run_cai
 
+pytestmark = pytest.mark.xdist_group("trained_runs")   # shares conftest's trained_runs
+
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"
 
@@ -227,14 +229,10 @@ def test_eval_rl_run_errors_are_one_line(tmp_path):
 SMALL = ["--max-new-tokens", "12", "--batch-size", "2", "-q"]
 
 
-@pytest.fixture(scope="module")
-def pm(tmp_path_factory) -> Path:
-    """The smallest PM that scores: one step on the test pairs (the monitors need a reward, not a good one)."""
-    out = tmp_path_factory.mktemp("monitors") / "pm"
-    result = run_cai("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", out, "--max-steps", "1", "-q",
-                     timeout=600)
-    assert result.returncode == 0, result.stderr
-    return out
+@pytest.fixture
+def pm(trained_runs) -> Path:
+    """conftest's session PM (the monitors need a reward, not a good one)."""
+    return trained_runs["pm"]
 
 
 def _log(run: Path) -> list[dict]:

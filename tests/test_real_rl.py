@@ -1,4 +1,6 @@
-"""cai rl on the real tiny model: PPO (with resume and the export round trip), RLOO, GRPO, DPO."""
+"""cai rl on the real tiny model: PPO (with resume and the export round trip), RLOO, GRPO, DPO
+(with soft labels: TRL's trainer under cai's loss; hard labels are TRL's own loss, which soft
+labels of 1 equal step by step in test_soft_dpo)."""
 
 from __future__ import annotations
 
@@ -11,24 +13,16 @@ import pytest
 
 from conftest import check_monitors, jsonl, parse_jsonl, run_cai, tensorboard_scalars
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.xdist_group("trained_runs")]
 
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"
 SMALL = ["--max-new-tokens", "12", "--batch-size", "2", "-q"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("rl")
-    pm, sft = root / "pm", root / "sft"
-    for args in (("build-pm", "--data", DATA / "pm_pairs.jsonl", "--out", pm, "--max-steps", "3",
-                  "--report-to", "tensorboard"),
-                 ("sft", "--data", DATA / "sl_records.jsonl", "--out", sft, "--max-steps", "2",
-                  "--lora-r", "4")):
-        result = run_cai(*args, "--lr", "1e-3", "-q", timeout=600)
-        assert result.returncode == 0, result.stderr
-    return {"pm": pm, "sft": sft, "root": root}
+@pytest.fixture
+def runs(trained_runs) -> dict:
+    return trained_runs
 
 
 def _log(run: Path) -> list[dict]:
@@ -110,7 +104,7 @@ def test_shared_pm_base_refuses_a_pm_on_another_base(runs, tmp_path, model_path)
 @pytest.mark.parametrize("algo", ["rloo", "grpo", "dpo"])
 def test_trl_algorithms_run_a_couple_of_steps(runs, tmp_path, algo):
     out = tmp_path / algo
-    source = ["--data", DATA / "pm_pairs.jsonl"] if algo == "dpo" else \
+    source = ["--data", DATA / "pm_pairs.jsonl", "--labels", "soft"] if algo == "dpo" else \
         ["--pm", runs["pm"], "--prompts", PROMPTS, "--num-generations", "2"]
     result = run_cai("rl", "--algo", algo, "--policy", runs["sft"], *source, "--out", out,
                      "--max-steps", "2", "--report-to", "tensorboard", *SMALL, timeout=600)

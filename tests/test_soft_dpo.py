@@ -1,4 +1,8 @@
-"""Soft-label DPO (rl --algo dpo --labels soft): the loss by hand, and on the real tiny model."""
+"""Soft-label DPO (rl --algo dpo --labels soft): the loss by hand, and its effect on a model.
+
+The effect is measured on the 512-token random-weight model (conftest's ``small_model``): what
+is checked is how labels weigh pairs, which any model shows; soft DPO on the bundled model runs
+in test_real_rl."""
 
 from __future__ import annotations
 
@@ -47,9 +51,9 @@ def _relabelled(tmp_path: Path, label_of) -> Path:
     return path
 
 
-def _dpo(tmp_path: Path, data: Path, labels: str, name: str, steps: int = 3) -> dict:
+def _dpo(tmp_path: Path, base: Path, data: Path, labels: str, name: str, steps: int = 3) -> dict:
     out = tmp_path / name
-    result = run_cai("rl", "--algo", "dpo", "--labels", labels, "--data", data, "--out", out,
+    result = run_cai("rl", "--algo", "dpo", "--policy", base, "--labels", labels, "--data", data, "--out", out,
                      "--max-steps", str(steps), "--batch-size", "4", "--lr", "5e-4", "--dpo-beta", "0.1",
                      "--max-length", "96", "--max-new-tokens", "8", "--seed", "3", "-q", timeout=900)
     assert result.returncode == 0, result.stderr
@@ -58,10 +62,10 @@ def _dpo(tmp_path: Path, data: Path, labels: str, name: str, steps: int = 3) -> 
 
 
 @pytest.mark.model
-def test_soft_labels_move_unsure_pairs_less_and_equal_hard_dpo_on_certain_labels(tmp_path):
+def test_soft_labels_move_unsure_pairs_less_and_equal_hard_dpo_on_certain_labels(tmp_path, small_model):
     # half the pairs near a coin flip, half certain; hard DPO (min label 0.5) keeps them all as certain
     mixed = _relabelled(tmp_path, lambda i: 0.52 if i % 2 else 1.0)
-    hard, soft = _dpo(tmp_path, mixed, "hard", "hard"), _dpo(tmp_path, mixed, "soft", "soft")
+    hard, soft = _dpo(tmp_path, small_model, mixed, "hard", "hard"), _dpo(tmp_path, small_model, mixed, "soft", "soft")
     bands = {name: {tuple(b["labels"]): b for b in r["run"]["margins_by_label"]}
              for name, r in (("hard", hard), ("soft", soft))}
     unsure, sure = (0.5, 0.6), (0.8, 1.0)
@@ -71,5 +75,5 @@ def test_soft_labels_move_unsure_pairs_less_and_equal_hard_dpo_on_certain_labels
     assert abs(bands["soft"][unsure]["mean_margin"]) < bands["hard"][unsure]["mean_margin"]
     assert soft["run"]["labels"] == "soft" and hard["run"]["labels"] == "hard"
     # with every label 1 the soft loss is TRL's: the hard run's losses, step by step
-    certain = _dpo(tmp_path, _relabelled(tmp_path, lambda i: 1.0), "soft", "soft1", steps=2)
+    certain = _dpo(tmp_path, small_model, _relabelled(tmp_path, lambda i: 1.0), "soft", "soft1", steps=2)
     assert [e["loss"] for e in certain["log"]] == pytest.approx([e["loss"] for e in hard["log"][:2]], rel=1e-4)

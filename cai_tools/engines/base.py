@@ -58,7 +58,7 @@ class EngineOptions:
     ctx: int = option(4096, "Context length per sequence, in tokens.", flags=("--ctx",))
     n_gpu_layers: int | None = option(
         None, "Layers to offload to the GPU (default: all when llama.cpp has a GPU backend, else 0).")
-    threads: int | None = option(None, "CPU threads (default: all cores).")
+    threads: int | None = option(None, "CPU threads (default: every core this process may use).")
     parallel: int = option(
         8, "Sequences llama.cpp decodes at once (continuous batching; KV memory grows with it).")
     prefix_cache: str | None = option(

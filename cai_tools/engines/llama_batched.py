@@ -29,6 +29,11 @@ from .base import EngineOptions, Generation, ItemError, SamplingParams
 from .llama_native import NativeModel
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (taskset, a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass
 class _Slot:
     seq: int
@@ -73,7 +78,7 @@ class BatchedDecoder:
         L = self.L = model.L
         self.model = model
         n_parallel, n_ctx_per_seq, prefix_cache = options.parallel, options.ctx, options.prefix_cache
-        n_threads = options.threads or os.cpu_count()
+        n_threads = options.threads or usable_cpus()
         self.n_parallel = n_parallel
         self.n_ctx_per_seq = n_ctx_per_seq
         self.prefix_seq = n_parallel  # slots use 0..n_parallel-1
