@@ -32,8 +32,9 @@ def pytest_configure(config):
 # way after other real-model tests had run in the same process (not yet understood). Then the
 # longest modules (measured in a serial run, slowest first), the other real-model tests and the
 # unit tests: under xdist the quick tests fill the end, and no long test starts last and runs alone.
-LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_families.py", "test_real_rl.py", "test_real_multiprocess.py",
-                 "test_real_sft.py", "test_real_pm.py", "test_monitors.py", "test_real_quantized.py")
+LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_families.py", "test_real_rl.py",
+                 "test_real_multiprocess.py", "test_real_sft.py", "test_real_pm.py", "test_monitors.py",
+                 "test_real_quantized.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -44,11 +44,11 @@ def _losses(run: Path) -> list[float]:
 
 def test_two_processes_train_sft_and_build_pm_as_one_and_resume(tmp_path, small_model):
     one, two = tmp_path / "sft1", tmp_path / "sft2"
-    SFT_DATA = ["--base", small_model, *SFT_ARGS]
-    single = run_cai("sft", *SFT_DATA, "--out", one, "--max-steps", "3", "--batch-size", "4", *SAME, timeout=600)
+    sft_args = ["--base", small_model, *SFT_ARGS]
+    single = run_cai("sft", *sft_args, "--out", one, "--max-steps", "3", "--batch-size", "4", *SAME, timeout=600)
     assert single.returncode == 0, single.stderr
     # Two processes of 2 items each make the same 4-item steps; gradients are averaged by DDP.
-    first = launch2("sft", *SFT_DATA, "--out", two, "--max-steps", "3", "--batch-size", "2", *SAME)
+    first = launch2("sft", *sft_args, "--out", two, "--max-steps", "3", "--batch-size", "2", *SAME)
     assert first.returncode == 0, first.stderr.decode()[-3000:]
     shutil.rmtree(two / "checkpoints" / "step-000003")  # as if killed while saving step 3
     resumed = launch2("sft", "--out", two, "--resume", "-q")
