@@ -116,6 +116,18 @@ def test_closed_stdout_is_an_error():
     assert_one_line_error(proc, 1, "standard output is closed")
 
 
+@pytest.mark.parametrize("command", ["constitution show harmless", "constitution validate harmless", "models"])
+def test_text_commands_treat_stdout_like_the_record_steps(command):
+    """'>&-' was a silent exit 0 and '| head -1' rich's exit 1 (found by scripts/audit.py): now a
+    closed stdout is one error line and a reader that leaves early ends the command quietly."""
+    cmd = f"{sys.executable} -m cai_tools.cli.main {command}"
+    proc = subprocess.run(["bash", "-c", cmd + " >&-"], capture_output=True, cwd=ROOT)
+    assert_one_line_error(proc, 1, "standard output is closed")
+    proc = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd + " | head -n 1"], capture_output=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.count(b"\n") <= 1, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"error" not in proc.stderr
+
+
 def test_resume_appends_only_missing_records(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(jsonl(PROMPTS))

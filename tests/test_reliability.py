@@ -391,6 +391,15 @@ def test_model_metadata_llama_cpp_would_abort_on_is_a_one_line_error(kv, says, t
     assert f"{bad}" in _one_error_line(done) and says in _one_error_line(done)
 
 
+def test_a_bare_gguf_header_as_a_training_base_is_refused_before_the_dry_run_estimate(tmp_path):
+    """A header with no keys and no tensors passed every check and 'sft --dry-run' estimated a
+    0M-parameter model (found by scripts/audit.py)."""
+    bare = _write_gguf(tmp_path / "bare.gguf", [])
+    done = run_cai("sft", "--base", bare, "--data", ROOT / "tests" / "data" / "sl_records.jsonl",
+                   "--out", tmp_path / "run", "--dry-run")
+    assert "has no general.architecture key: not a model GGUF" in _one_error_line(done)
+
+
 def _adapter(path: Path, alpha, a=None) -> Path:
     """A LoRA adapter for the tiny model's first query projection (576 × 576), rank 8."""
     import gguf
@@ -473,3 +482,35 @@ def test_eval_resumes_answers_by_id_after_a_kill(tmp_path):
     again = parse_jsonl((out / "answers.jsonl").read_bytes())
     assert again == parse_jsonl(b"".join(answers))
     assert len({a["id"] for a in again}) == 12
+
+
+@pytest.mark.model
+def test_header_reader_agrees_with_gguf_py_and_every_cut_is_a_model_error(model_path, tmp_path):
+    """The header reader steps over a vocabulary by string lengths on an mmap, and keeps what it
+    read per file identity: same keys, types and values as gguf-py's reader on the real model;
+    a file cut anywhere in its header is a ModelError; a file rewritten in place is read again."""
+    import gguf
+
+    from cai_tools.models.gguf_metadata import ARRAY, read_header
+
+    meta, shapes = read_header(model_path, tensors=True)
+    reader = gguf.GGUFReader(str(model_path))
+    assert set(meta) == {k for k in reader.fields if not k.startswith("GGUF.")}
+    for key, value in meta.items():
+        field = reader.fields[key]
+        if value.type == ARRAY:
+            assert value.length == len(field.data), key
+        else:
+            assert value.value == pytest.approx(field.contents()), key
+    assert shapes == {t.name: tuple(int(x) for x in reversed(t.shape)) for t in reader.tensors}
+
+    header = model_path.read_bytes()[:reader.data_offset]
+    cut = tmp_path / "cut.gguf"
+    for end in sorted({8, 23, 40, *range(100, len(header), len(header) // 37), len(header) - 1}):
+        cut.write_bytes(header[:end])
+        with pytest.raises(ModelError, match="truncated or corrupt"):
+            read_header(cut, tensors=True)
+    _write_gguf(cut, [("general.architecture", 8, _str("llama"))])
+    assert read_header(cut)[0]["general.architecture"].value == "llama"
+    _write_gguf(cut, [("general.architecture", 8, _str("gemma2"))])
+    assert read_header(cut)[0]["general.architecture"].value == "gemma2"

@@ -11,7 +11,7 @@ import typer
 from ..constitutions.constitution import load_constitution
 from ..constitutions.importers import import_constitution
 from .options import DebugOpt
-from .running import cli_errors
+from .running import cli_errors, rich_stdout, text_stdout
 
 app = typer.Typer(help="Check, display and import constitutions.", no_args_is_help=True)
 
@@ -21,6 +21,7 @@ def validate(files: Annotated[List[str], typer.Argument(help="Constitution YAML 
              debug: DebugOpt = False) -> None:
     """Check constitution files; prints a one-line summary per valid file."""
     with cli_errors("constitution validate", debug):
+        text_stdout("the summary")
         for f in files:
             c = load_constitution(f)
             print(f"{c.path}: ok: {len(c.critique_revision)} critique/revision pairs, "
@@ -33,12 +34,11 @@ def show(file: Annotated[str, typer.Argument(help="Constitution YAML file or bun
          debug: DebugOpt = False) -> None:
     """Print a constitution's principles as a table (on stdout)."""
     with cli_errors("constitution show", debug):
-        from rich.console import Console
         from rich.table import Table
         from rich.text import Text
 
         c = load_constitution(file)
-        console = Console()
+        console = rich_stdout("the constitution")
         # Principle texts are the user's words, never rich markup: '[harmful]' must print as is.
         console.print(Text(f"{c.name}  ({c.path})", style="bold"))
         if c.description:
@@ -71,7 +71,7 @@ def import_(files: Annotated[List[str], typer.Argument(
     with cli_errors("constitution import", debug):
         text = import_constitution(files, name=name).to_yaml()
         if output is None:
-            sys.stdout.write(text)
+            text_stdout("the YAML").write(text)
         else:
             output.write_text(text, encoding="utf-8")
             print(f"cai constitution import: wrote {output}", file=sys.stderr)

@@ -11,7 +11,7 @@ import typer
 
 from ..models.files import PROJECT_ROOT
 from .judge import JudgeOptions, judging_step
-from .running import Console, Progress, check_output, check_positive, cli_errors
+from .running import Console, Progress, check_output, check_positive, cli_errors, text_stdout
 from .step_options import StepOptions
 
 JUDGE_CHECK_DATA = PROJECT_ROOT / "data" / "judge_check.jsonl"
@@ -55,4 +55,4 @@ def judge_check(
             report = write_judge_check_report(summary, outcomes, judged, out)
             console.note(f"report: {report}")
         console.note(headline(summary))
-        sys.stdout.write(json.dumps(summary) + "\n")
+        text_stdout("the summary").write(json.dumps(summary) + "\n")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .options import DebugOpt
-from .running import cli_errors
+from .running import cli_errors, text_stdout
 
 app = typer.Typer(help="List local models (no subcommand), or check one: 'cai models check MODEL'.",
                   invoke_without_command=True)
@@ -28,6 +28,7 @@ def models(
     from ..models.refs import local_models
 
     with cli_errors("models", debug):
+        text_stdout("the listing")
         found = local_models()
         if as_json:
             for entry in found:
@@ -55,6 +56,7 @@ def check(
     from ..models.check import check_model, render_check
 
     with cli_errors("models check", debug):
+        text_stdout("the report")
         unusable = 0
         for ref in model:
             path = resolve_model(ref, announce=lambda m: print(f"cai models check: {m}", file=sys.stderr))

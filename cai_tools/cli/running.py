@@ -100,14 +100,33 @@ def isolate_stdout() -> None:
                       encoding=old.encoding, errors=old.errors)
 
 
-def stdout_bytes():
+def text_stdout(what: str = "records"):
+    """sys.stdout, after checking it is open: a command started with stdout closed ('>&-') is a
+    one-line error, not a silent success (Python sets sys.stdout to None then)."""
     if sys.stdout is None:
-        raise CaiError("standard output is closed: nowhere to write records")
+        raise CaiError(f"standard output is closed: nowhere to write {what}")
     try:
         os.fstat(sys.stdout.fileno())
     except (OSError, ValueError):
-        raise CaiError("standard output is closed: nowhere to write records") from None
-    return sys.stdout.buffer
+        raise CaiError(f"standard output is closed: nowhere to write {what}") from None
+    return sys.stdout
+
+
+def stdout_bytes():
+    return text_stdout().buffer
+
+
+def rich_stdout(what: str):
+    """A rich console on the checked stdout whose reader going away ('| head -1') ends the command
+    as quietly as a record step's (exit 0), not with rich's own exit 1."""
+    from rich.console import Console as RichConsole
+
+    class StdoutConsole(RichConsole):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return StdoutConsole(file=text_stdout(what))
 
 
 # ---------------------------------------------------------------- running a step

@@ -59,6 +59,9 @@ def check_gguf_file(path: str | os.PathLike, *, adapter: bool = False) -> Path:
     if not adapter and kind is not None and kind.value == "adapter":
         raise ModelError(f"{p} is a LoRA adapter, not a model: pass it as --lora with its base model "
                          f"(-m BASE.gguf --lora {p.name})")
+    if "general.architecture" not in meta:   # llama.cpp cannot load it; a dry run would estimate 0 parameters
+        raise ModelError(f"{p} has no general.architecture key: not a model GGUF (a bare header, or "
+                         "written by another tool)")
     return p
 
 

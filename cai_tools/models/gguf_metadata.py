@@ -10,11 +10,12 @@ materialized) and every such key is checked; a bad one is a ModelError naming fi
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import ModelError
 
@@ -51,28 +52,49 @@ class _Truncated(Exception):
     pass
 
 
-class _Reader:
-    def __init__(self, fh: BinaryIO):
-        self.fh = fh
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
-    def take(self, fmt: str):
-        size = struct.calcsize(fmt)
-        data = self.fh.read(size)
-        if len(data) != size:
-            raise _Truncated
-        return struct.unpack(fmt, data)[0]
+
+class _Reader:
+    """Reads values at a moving offset of the file's bytes (an mmap: only the pages the header
+    covers are read). A vocabulary's strings are stepped over by their lengths: a 262k-token
+    Gemma header takes milliseconds, not the seconds a read() per string took."""
+
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str | struct.Struct):
+        st = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
+        try:
+            value = st.unpack_from(self.data, self.pos)[0]
+        except struct.error:
+            raise _Truncated from None
+        self.pos += st.size
+        return value
 
     def string(self) -> str:
-        n = self.take("<Q")
-        if n > MAX_STRING:
+        n = self.take(_U64)
+        if n > MAX_STRING or self.pos + n > len(self.data):
             raise _Truncated
-        data = self.fh.read(n)
-        if len(data) != n:
-            raise _Truncated
-        return data.decode("utf-8", errors="replace")
+        text = bytes(self.data[self.pos:self.pos + n]).decode("utf-8", errors="replace")
+        self.pos += n
+        return text
 
     def skip(self, n: int) -> None:
-        self.fh.seek(n, os.SEEK_CUR)
+        self.pos += n
+        if self.pos > len(self.data):
+            raise _Truncated
+
+    def skip_strings(self, count: int) -> None:
+        data, pos, end, unpack = self.data, self.pos, len(self.data), _U64.unpack_from
+        try:
+            for _ in range(count):
+                pos += 8 + unpack(data, pos)[0]
+        except struct.error:
+            raise _Truncated from None
+        if pos > end:
+            raise _Truncated
+        self.pos = pos
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Value]:
@@ -91,44 +113,65 @@ def read_tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
 
 def read_header(path: str | os.PathLike, *, tensors: bool = False) -> tuple[dict[str, Value], dict]:
-    """(metadata, {tensor name: numpy-order shape} when ``tensors``); ModelError when the header is bad."""
+    """(metadata, {tensor name: numpy-order shape} when ``tensors``); ModelError when the header is bad.
+
+    A step checks the same file several times (the engine, the base of a run, an export), so a
+    header is kept per file identity (path, size, modification time, inode): a file rewritten
+    in place is read again."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            r = _Reader(fh)
-            if fh.read(4) != GGUF_MAGIC:
-                raise ModelError(f"{p} is not a GGUF file")
-            version = r.take("<I")
-            if version not in (2, 3):
-                raise ModelError(f"{p}: GGUF version {version} is not supported (2 or 3 is)")
-            n_tensors = r.take("<Q")
-            n_kv = r.take("<Q")
-            if n_kv > MAX_KEYS or n_tensors > MAX_TENSORS:
-                raise ModelError(f"{p}: the header claims {n_kv} metadata keys and {n_tensors} tensors: "
-                                 "a corrupt file")
-            meta: dict[str, Value] = {}
-            for _ in range(n_kv):
-                key = r.string()
-                meta[key] = _read_value(r, r.take("<I"), p, key)
-                if fh.tell() > size:
-                    raise _Truncated
-            shapes: dict[str, tuple[int, ...]] = {}
-            for _ in range(n_tensors if tensors else 0):
-                name, n_dims = r.string(), r.take("<I")
-                if n_dims > MAX_DIMS:
-                    raise _Truncated
-                dims = [r.take("<Q") for _ in range(n_dims)]
-                r.take("<I")                  # type
-                r.take("<Q")                  # offset
-                shapes[name] = tuple(reversed(dims))
-                if fh.tell() > size:
-                    raise _Truncated
-            return meta, shapes
-    except _Truncated:
-        raise ModelError(f"{p} is truncated or corrupt (its metadata header ends early)") from None
+        st = p.stat()
     except OSError as exc:
         raise ModelError(f"cannot read {p}: {exc.strerror}") from None
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, tensors)
+    if key not in _HEADERS:
+        if len(_HEADERS) >= 32:
+            _HEADERS.pop(next(iter(_HEADERS)))
+        _HEADERS[key] = _read_header(p, st.st_size, tensors)
+    meta, shapes = _HEADERS[key]
+    return dict(meta), dict(shapes)
+
+
+_HEADERS: dict[tuple, tuple[dict[str, Value], dict]] = {}
+
+
+def _read_header(p: Path, size: int, tensors: bool) -> tuple[dict[str, Value], dict]:
+    try:
+        with open(p, "rb") as fh:
+            if fh.read(4) != GGUF_MAGIC:
+                raise ModelError(f"{p} is not a GGUF file")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return _parse(p, _Reader(data), tensors)
+    except _Truncated:
+        raise ModelError(f"{p} is truncated or corrupt (its metadata header ends early)") from None
+    except (OSError, ValueError) as exc:   # ValueError: mmap of a file that is not a regular file
+        raise ModelError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _parse(p: Path, r: _Reader, tensors: bool) -> tuple[dict[str, Value], dict]:
+    r.pos = 4
+    version = r.take(_U32)
+    if version not in (2, 3):
+        raise ModelError(f"{p}: GGUF version {version} is not supported (2 or 3 is)")
+    n_tensors = r.take(_U64)
+    n_kv = r.take(_U64)
+    if n_kv > MAX_KEYS or n_tensors > MAX_TENSORS:
+        raise ModelError(f"{p}: the header claims {n_kv} metadata keys and {n_tensors} tensors: "
+                         "a corrupt file")
+    meta: dict[str, Value] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        meta[key] = _read_value(r, r.take(_U32), p, key)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _ in range(n_tensors if tensors else 0):
+        name, n_dims = r.string(), r.take(_U32)
+        if n_dims > MAX_DIMS:
+            raise _Truncated
+        dims = [r.take(_U64) for _ in range(n_dims)]
+        r.take(_U32)                  # type
+        r.take(_U64)                  # offset
+        shapes[name] = tuple(reversed(dims))
+    return meta, shapes
 
 
 def _read_value(r: _Reader, vtype: int, path: Path, key: str) -> Value:
@@ -137,12 +180,11 @@ def _read_value(r: _Reader, vtype: int, path: Path, key: str) -> Value:
     if vtype == STRING:
         return Value(STRING, value=r.string())
     if vtype == ARRAY:
-        elem, n = r.take("<I"), r.take("<Q")
+        elem, n = r.take(_U32), r.take(_U64)
         if elem in _SCALAR:
             r.skip(n * struct.calcsize(_SCALAR[elem]))
         elif elem == STRING:
-            for _ in range(n):
-                r.skip(r.take("<Q"))
+            r.skip_strings(n)
         else:
             raise ModelError(f"{path}: metadata key {key} is an array of unknown type {elem}")
         return Value(ARRAY, elem_type=elem, length=n)

@@ -27,12 +27,11 @@ def count_parameters(base: str) -> int:
     an HF folder's safetensors files."""
     path = Path(base)
     if path.is_file():
-        try:
-            import gguf
+        from ..models.gguf_metadata import read_tensor_shapes
+        from .hf_models import base_kind
 
-            return sum(int(t.n_elements) for t in gguf.GGUFReader(str(path)).tensors)
-        except Exception as exc:  # the reader raises many types for a broken file
-            raise ModelError(f"cannot read the tensor table of {base}: {exc}") from None
+        base_kind(base)   # what a real run checks first: a model GGUF that transformers can train
+        return sum(math.prod(shape) for shape in read_tensor_shapes(path).values())
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelError(f"{base}: no GGUF file or *.safetensors weights to count")
