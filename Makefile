@@ -19,6 +19,12 @@ JUDGE  ?= $(MODEL)
 PAIRS_N   ?= 48
 PM_HOLDOUT ?= 0.25
 SFT_STEPS ?= 16
+# Most new tokens of an SL-CAI answer, critique or revision; pair answers get half, eval answers
+# three quarters, RL rollouts a quarter (make test's demo runs at MAX_TOKENS=24)
+MAX_TOKENS ?= 128
+half_tokens = $(shell echo $$(( $(MAX_TOKENS) / 2 )))
+quarter_tokens = $(shell echo $$(( $(MAX_TOKENS) / 4 )))
+eval_tokens = $(shell echo $$(( $(MAX_TOKENS) * 3 / 4 )))
 # --keep-flagged trains on every SL-CAI round, usable or not (see README: SL-CAI data quality)
 SFT_FILTER ?= --quality-filter
 PM_STEPS  ?= 16
@@ -90,7 +96,7 @@ families: install
 # Two workers or more (pytest-xdist), each on its own share of the cores (tests/conftest.py)
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; [ $$n -lt 2 ] && n=2; echo $$n)
 test: install model families
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-unit: install
 	$(PY) -m pytest -q -m "not model"
@@ -122,8 +128,8 @@ $(DEMO)/sl.jsonl: $(PROMPTS) | model
 	$(call started,sl-data)
 	@echo "== SL-CAI: $(N) red-team prompts, $(ROUNDS) critique/revision rounds, model $(MODEL)"
 	head -n $(N) $(PROMPTS) \
-	  | $(CAI) generate -m $(MODEL) $(GPU) --seed $(SEED) --max-tokens 128 \
-	  | $(CAI) revise -m $(MODEL) $(GPU) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens 128 \
+	  | $(CAI) generate -m $(MODEL) $(GPU) --seed $(SEED) --max-tokens $(MAX_TOKENS) \
+	  | $(CAI) revise -m $(MODEL) $(GPU) -c $(CONSTITUTION) --rounds $(ROUNDS) --seed $(SEED) --max-tokens $(MAX_TOKENS) \
 	  > $@.tmp && mv $@.tmp $@
 	$(CAI) format -q --to hf $@ > $(DEMO)/sl_hf.jsonl
 	$(call finished,sl-data)
@@ -142,7 +148,7 @@ $(DEMO)/sl-lora.gguf: $(DEMO)/sft/cai_run.json
 $(DEMO)/prefs.jsonl: $(DEMO)/sl-lora.gguf
 	$(call started,pairs+judge)
 	@echo "== pairs from the SL-CAI model on $(PAIRS_N) prompts (3 answers each), judged by $(JUDGE)"
-	$(CAI) generate -m $(MODEL) $(GPU) --lora $< -n 3 --seed $(SEED) --max-tokens 64 $(PROMPTS) \
+	$(CAI) generate -m $(MODEL) $(GPU) --lora $< -n 3 --seed $(SEED) --max-tokens $(half_tokens) $(PROMPTS) \
 	  | $(CAI) judge -m $(JUDGE) $(GPU) -c $(CONSTITUTION) --seed $(SEED) > $@.tmp && mv $@.tmp $@
 	$(call finished,pairs+judge)
 
@@ -158,7 +164,7 @@ $(DEMO)/rl/cai_run.json: $(DEMO)/pm/cai_run.json $(DEMO)/sft/cai_run.json
 	@echo "== rl --algo $(ALGO): $(RL_STEPS) steps"
 	rm -rf $(DEMO)/rl
 	$(CAI) rl --algo $(ALGO) --policy $(DEMO)/sft --pm $(DEMO)/pm --prompts $(PROMPTS) --max-steps $(RL_STEPS) \
-	  --batch-size 2 --max-new-tokens 32 --seed $(SEED) --out $(DEMO)/rl
+	  --batch-size 2 --max-new-tokens $(quarter_tokens) --seed $(SEED) --out $(DEMO)/rl
 	$(call finished,rl)
 $(DEMO)/rl-lora.gguf: $(DEMO)/rl/cai_run.json
 	$(CAI) export $(DEMO)/rl --gguf $@
@@ -170,7 +176,7 @@ $(DEMO)/eval/report.md: $(DEMO)/sl-lora.gguf $(DEMO)/rl-lora.gguf $(DEMO)/pm/cai
 	$(CAI) eval -m base=$(MODEL) -m sl-cai=$(MODEL)+$(DEMO)/sl-lora.gguf -m rl-cai=$(MODEL)+$(DEMO)/rl-lora.gguf \
 	  --judge $(JUDGE) $(GPU) -c $(CONSTITUTION) --pm $(DEMO)/pm --sl $(DEMO)/sl.jsonl \
 	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) \
-	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --seed $(SEED) --out $(DEMO)/eval
+	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --max-tokens $(eval_tokens) --seed $(SEED) --out $(DEMO)/eval
 	$(call finished,eval)
 
 # The fourth instrument: does the demo's algorithm move the SL-CAI model toward a known answer?

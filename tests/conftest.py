@@ -37,6 +37,28 @@ LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_familie
                  "test_real_quantized.py")
 
 
+# Files whose tests run in one worker: they share a module's trained runs (test_real_rl and
+# test_monitors: conftest's session ones), made once per worker. pytest-xdist's own xdist_group
+# mark no longer holds (pytest 9.2 ignores the node-id suffix xdist 3.8 marks the group with,
+# so each worker made the runs again), hence this scheduler for make test's --dist loadgroup.
+WORKER_GROUPS = {"test_real_rl.py": "trained_runs", "test_monitors.py": "trained_runs",
+                 "test_real_sft.py": "real_sft", "test_real_pm.py": "real_pm",
+                 "test_real_multiprocess.py": "multiprocess", "test_training_direction.py": "direction"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return WORKER_GROUPS.get(Path(nodeid.split("::")[0]).name, nodeid)
+
+    return FileGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.get_closest_marker("model") is None))

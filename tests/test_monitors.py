@@ -13,7 +13,6 @@ import pytest
 
 from conftest import check_monitors, run_cai
 
-pytestmark = pytest.mark.xdist_group("trained_runs")   # shares conftest's trained_runs
 
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"

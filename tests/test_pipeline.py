@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # 2 prompts x 1 round of the tiny model may leave no usable SL-CAI round, so the demo here trains
 # on every round (the filter itself is tested in test_quality.py and test_real_sft.py).
 SIZES = ["N=2", "ROUNDS=1", "PAIRS_N=4", "SFT_STEPS=2", "PM_STEPS=2", "RL_STEPS=1", "EVAL_N=2",
-         "JUDGE_CHECK_N=4", "SFT_FILTER=--keep-flagged", "CHECK_STEPS=1"]
+         "JUDGE_CHECK_N=4", "SFT_FILTER=--keep-flagged", "CHECK_STEPS=1", "MAX_TOKENS=24"]
 
 pytestmark = [pytest.mark.model, pytest.mark.pipeline]
 

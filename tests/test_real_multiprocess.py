@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, run_cai
 
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("multiprocess")]   # one worker makes the module's runs
+pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_GROUPS)
 
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"

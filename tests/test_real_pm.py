@@ -9,7 +9,7 @@ import pytest
 
 from conftest import jsonl, parse_jsonl, run_cai
 
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("real_pm")]   # one worker makes the module's runs
+pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_GROUPS)
 
 PAIRS = Path(__file__).parent / "data" / "pm_pairs.jsonl"  # polite refusal vs harmful steps
 

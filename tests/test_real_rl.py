@@ -13,7 +13,7 @@ import pytest
 
 from conftest import check_monitors, jsonl, parse_jsonl, run_cai, tensorboard_scalars
 
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("trained_runs")]
+pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_GROUPS)
 
 DATA = Path(__file__).parent / "data"
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "redteam_demo.jsonl"

@@ -13,7 +13,7 @@ import pytest
 from conftest import jsonl, run_cai
 from logits import agreement, llama_cpp_logits
 
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("real_sft")]   # one worker makes the module's runs
+pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_GROUPS)
 
 DATA = Path(__file__).parent / "data" / "sl_records.jsonl"
 HELD_OUT = (  # text none of the training examples contain; 147 tokens

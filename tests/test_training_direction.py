@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.family_models import build_small_vocab
 
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("direction")]   # one worker makes the module's runs
+pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_GROUPS)
 
 RULE = "rule:regex=yes"
 REPLIES = ("yes yes yes", "no no no", "ok ok ok")
