@@ -37,12 +37,12 @@ LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_familie
                  "test_real_quantized.py")
 
 
-# Files whose tests run in one worker: they share a module's trained runs (test_real_rl and
-# test_monitors: conftest's session ones), made once per worker. pytest-xdist's own xdist_group
+# Files whose tests run in one worker: they share a module's trained runs (test_real_pm,
+# test_real_rl and test_monitors: conftest's session ones), made once per worker. pytest-xdist's own xdist_group
 # mark no longer holds (pytest 9.2 ignores the node-id suffix xdist 3.8 marks the group with,
 # so each worker made the runs again), hence this scheduler for make test's --dist loadgroup.
 WORKER_GROUPS = {"test_real_rl.py": "trained_runs", "test_monitors.py": "trained_runs",
-                 "test_real_sft.py": "real_sft", "test_real_pm.py": "real_pm",
+                 "test_real_pm.py": "trained_runs", "test_real_sft.py": "real_sft",
                  "test_real_multiprocess.py": "multiprocess", "test_training_direction.py": "direction"}
 
 
@@ -83,19 +83,21 @@ def small_model() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, model_path) -> dict:
-    """A 3-step PM and a 2-step SFT run on the bundled model, made once per session (per worker
-    under xdist: the modules using it share the 'trained_runs' xdist group) for the tests that
-    only read them (test_real_rl, test_monitors)."""
+    """A 6-step PM (weighted by label confidence, a quarter held out, checkpoints at 3 and 6) and a
+    2-step SFT run on the bundled model, made once per session (per worker under xdist: the
+    modules using it are one of conftest's WORKER_GROUPS) for test_real_pm, test_real_rl and
+    test_monitors; "pm_stderr" is what build-pm said."""
     data = Path(__file__).parent / "data"
     root = tmp_path_factory.mktemp("trained")
     pm, sft = root / "pm", root / "sft"
-    for args in (("build-pm", "--data", data / "pm_pairs.jsonl", "--out", pm, "--max-steps", "3",
-                  "--report-to", "tensorboard"),
-                 ("sft", "--data", data / "sl_records.jsonl", "--out", sft, "--max-steps", "2",
-                  "--lora-r", "4")):
-        result = run_cai(*args, "--lr", "1e-3", "-q", timeout=600)
-        assert result.returncode == 0, result.stderr
-    return {"pm": pm, "sft": sft, "root": root}
+    built = run_cai("build-pm", "--data", data / "pm_pairs.jsonl", "--out", pm, "--max-steps", "6", "--lr", "1e-3",
+                    "--eval-fraction", "0.25", "--seed", "0", "--save-every", "3", "--weight-by-confidence",
+                    "--report-to", "tensorboard", timeout=600)
+    assert built.returncode == 0, built.stderr
+    made = run_cai("sft", "--data", data / "sl_records.jsonl", "--out", sft, "--max-steps", "2", "--lora-r", "4",
+                   "--lr", "1e-3", "-q", timeout=600)
+    assert made.returncode == 0, made.stderr
+    return {"pm": pm, "sft": sft, "root": root, "pm_stderr": built.stderr.decode()}
 
 
 @pytest.fixture(scope="session")

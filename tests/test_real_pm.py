@@ -14,16 +14,12 @@ pytestmark = pytest.mark.model   # one worker runs the module (conftest.WORKER_G
 PAIRS = Path(__file__).parent / "data" / "pm_pairs.jsonl"  # polite refusal vs harmful steps
 
 
-@pytest.fixture(scope="module")
-def pm(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pm") / "pm"
-    # Weighted by the labels' confidence (0.76-0.95 here): the weights differ pair to pair.
-    result = run_cai("build-pm", "--data", PAIRS, "--out", out, "--max-steps", "6", "--lr", "1e-3",
-                     "--eval-fraction", "0.25", "--seed", "0", "--save-every", "3",
-                     "--weight-by-confidence", timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert "weighting pairs by label confidence: 0 of 18 weigh under 0.2" in result.stderr.decode()
-    return out
+@pytest.fixture
+def pm(trained_runs) -> Path:
+    """conftest's session PM: 6 steps on PAIRS, weighted by the labels' confidence (0.76-0.95 here:
+    the weights differ pair to pair), a quarter held out, checkpoints at steps 3 and 6."""
+    assert "weighting pairs by label confidence: 0 of 18 weigh under 0.2" in trained_runs["pm_stderr"]
+    return trained_runs["pm"]
 
 
 def test_pm_learns_a_systematic_preference_and_reports_calibration(pm):
