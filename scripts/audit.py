@@ -304,6 +304,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-model", action="store_true", help="the fake engine only")
     parser.add_argument("-v", "--verbose", action="store_true", help="every case, not only the failing ones")
+    parser.add_argument("--section", default="", help="only the sections whose title contains this text")
     opts = parser.parse_args()
     model = not opts.no_model and MODEL.is_file()
     start = time.monotonic()
@@ -317,6 +318,8 @@ def main() -> int:
             groups["bad models and adapters"] = lambda: bad_models(tmp)
         totals = {"cases": 0, "tracebacks": 0, "internal errors": 0, "lost records": 0, "other problems": 0}
         for title, run in groups.items():
+            if opts.section not in title:
+                continue
             cases = run()
             counts = [sum(c.tracebacks for c in cases), sum(c.internal for c in cases), sum(c.lost for c in cases),
                       sum(bool(c.problems) for c in cases)]

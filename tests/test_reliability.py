@@ -400,6 +400,17 @@ def test_a_bare_gguf_header_as_a_training_base_is_refused_before_the_dry_run_est
     assert "has no general.architecture key: not a model GGUF" in _one_error_line(done)
 
 
+@pytest.mark.model
+def test_a_truncated_training_base_is_refused_before_the_dry_run_estimate(model_path, tmp_path):
+    """Cut inside its tensor data, the header still reads: the dry run's parameter count reads the
+    tensor table against the file's size (scripts/audit.py)."""
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model_path.read_bytes()[: model_path.stat().st_size // 2])
+    done = run_cai("sft", "--base", cut, "--data", ROOT / "tests" / "data" / "sl_records.jsonl",
+                   "--out", tmp_path / "run", "--dry-run")
+    assert f"cannot read the tensor table of {cut}" in _one_error_line(done)
+
+
 def _adapter(path: Path, alpha, a=None) -> Path:
     """A LoRA adapter for the tiny model's first query projection (576 × 576), rank 8."""
     import gguf

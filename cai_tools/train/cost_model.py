@@ -27,11 +27,14 @@ def count_parameters(base: str) -> int:
     an HF folder's safetensors files."""
     path = Path(base)
     if path.is_file():
-        from ..models.gguf_metadata import read_tensor_shapes
+        from ..models.gguf_reading import gguf_reader
         from .hf_models import base_kind
 
         base_kind(base)   # what a real run checks first: a model GGUF that transformers can train
-        return sum(math.prod(shape) for shape in read_tensor_shapes(path).values())
+        try:   # the whole tensor table, read against the file's size: a truncated file is an error
+            return sum(int(t.n_elements) for t in gguf_reader(path).tensors)
+        except Exception as exc:  # the reader raises many types for a broken file
+            raise ModelError(f"cannot read the tensor table of {base}: {exc}") from None
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelError(f"{base}: no GGUF file or *.safetensors weights to count")
