@@ -28,10 +28,10 @@ def pytest_configure(config):
             os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count])
 
 
-# The direction tests first, in a fresh process: PPO against the PM learned alone but went the wrong
-# way after other real-model tests had run in the same process (not yet understood). Then the
-# longest modules (measured in a serial run, slowest first), the other real-model tests and the
-# unit tests: under xdist the quick tests fill the end, and no long test starts last and runs alone.
+# The direction tests first (their PM-driven runs once moved the wrong way now and then: the PM's
+# held-out split was seeded by its data's path, a fresh temporary folder each run; now by the file
+# name). Then the longest modules (measured in a serial run, slowest first), the other real-model
+# tests and the unit tests: under xdist the quick tests fill the end, and no long test starts last.
 LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_families.py", "test_real_rl.py",
                  "test_real_multiprocess.py", "test_real_sft.py", "test_real_pm.py", "test_monitors.py",
                  "test_real_quantized.py")

@@ -63,6 +63,13 @@ def test_held_out_split_is_seeded_and_weights_resample(tmp_path):
     again, held_again = load_preferences([f"{path}:2"], eval_fraction=0.25, seed=3)
     assert [p.chosen for p in held_again] == [p.chosen for p in held]
     assert not {p.chosen[0]["content"] for p in held} & {p.chosen[0]["content"] for p in train}
+    # The same file in another folder splits alike (the split was seeded by the whole path, so a
+    # fresh temporary folder gave the direction tests' PM other training pairs each run).
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "p.jsonl"
+    moved.write_bytes(path.read_bytes())
+    assert [p.chosen for p in load_preferences([f"{moved}:2"], eval_fraction=0.25, seed=3)[1]] == \
+        [p.chosen for p in held]
     empty = tmp_path / "e.jsonl"
     empty.write_text("")
     with pytest.raises(InputError, match="empty"):

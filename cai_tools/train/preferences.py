@@ -13,6 +13,7 @@ and the label.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -126,7 +127,9 @@ def load_preferences(specs: list[str], *, eval_fraction: float, seed: int,
                              "('cai judge --min-confidence'): nothing confident to train on", where=path)
         if not pool:
             raise InputError("no preference records in this file (is it empty?)", where=path)
-        rng = random.Random(f"{seed}:{path}")
+        # Seeded by the file's name, not its folder: the same file elsewhere (a copy, a fresh
+        # temporary folder) gets the same split, so --seed repeats a run wherever its data lies.
+        rng = random.Random(f"{seed}:{os.path.basename(path)}")
         held_out, rest = _split_by_source(pool, groups, eval_fraction, rng)
         held += held_out
         whole, frac = divmod(weight, 1.0)

@@ -123,7 +123,7 @@ def load_examples(data: list[str], *, all_rounds: bool, mix: list[str], seed: in
         path, weight = parse_mix(spec)
         pool = _read(path, mix_examples)
         whole, frac = divmod(weight, 1.0)
-        rng = random.Random(f"{seed}:{path}")
+        rng = random.Random(f"{seed}:{Path(path).name}")   # the file's name, not its folder: a copy samples alike
         examples += pool * int(whole) + rng.sample(pool, round(frac * len(pool)))
     if not examples:
         raise InputError("no training examples in the data files", where=", ".join(data + mix))
