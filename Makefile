@@ -176,7 +176,8 @@ $(DEMO)/eval/report.md: $(DEMO)/sl-lora.gguf $(DEMO)/rl-lora.gguf $(DEMO)/pm/cai
 	$(CAI) eval -m base=$(MODEL) -m sl-cai=$(MODEL)+$(DEMO)/sl-lora.gguf -m rl-cai=$(MODEL)+$(DEMO)/rl-lora.gguf \
 	  --judge $(JUDGE) $(GPU) -c $(CONSTITUTION) --pm $(DEMO)/pm --sl $(DEMO)/sl.jsonl \
 	  $(if $(filter-out 0,$(EVAL_N)),--limit $(EVAL_N)) \
-	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --max-tokens $(eval_tokens) --seed $(SEED) --out $(DEMO)/eval
+	  $(if $(filter-out 0,$(JUDGE_CHECK_N)),--judge-check-limit $(JUDGE_CHECK_N)) --max-tokens $(eval_tokens) \
+	  --seed $(SEED) --out $(DEMO)/eval
 	$(call finished,eval)
 
 # The fourth instrument: does the demo's algorithm move the SL-CAI model toward a known answer?

@@ -38,9 +38,9 @@ LONGEST_FIRST = ("test_training_direction.py", "test_pipeline.py", "test_familie
 
 
 # Files whose tests run in one worker: they share a module's trained runs (test_real_pm,
-# test_real_rl and test_monitors: conftest's session ones), made once per worker. pytest-xdist's own xdist_group
-# mark no longer holds (pytest 9.2 ignores the node-id suffix xdist 3.8 marks the group with,
-# so each worker made the runs again), hence this scheduler for make test's --dist loadgroup.
+# test_real_rl and test_monitors: conftest's session ones), made once per worker. pytest-xdist's
+# own xdist_group mark no longer holds (pytest 9.2 ignores the node-id suffix xdist 3.8 marks the
+# group with, so each worker made the runs again), hence this scheduler for --dist loadgroup.
 WORKER_GROUPS = {"test_real_rl.py": "trained_runs", "test_monitors.py": "trained_runs",
                  "test_real_pm.py": "trained_runs", "test_real_sft.py": "real_sft",
                  "test_real_multiprocess.py": "multiprocess", "test_training_direction.py": "direction"}

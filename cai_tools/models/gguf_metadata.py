@@ -127,7 +127,7 @@ def read_header(path: str | os.PathLike, *, tensors: bool = False) -> tuple[dict
     if key not in _HEADERS:
         if len(_HEADERS) >= 32:
             _HEADERS.pop(next(iter(_HEADERS)))
-        _HEADERS[key] = _read_header(p, st.st_size, tensors)
+        _HEADERS[key] = _read_header(p, tensors)
     meta, shapes = _HEADERS[key]
     return dict(meta), dict(shapes)
 
@@ -135,7 +135,7 @@ def read_header(path: str | os.PathLike, *, tensors: bool = False) -> tuple[dict
 _HEADERS: dict[tuple, tuple[dict[str, Value], dict]] = {}
 
 
-def _read_header(p: Path, size: int, tensors: bool) -> tuple[dict[str, Value], dict]:
+def _read_header(p: Path, tensors: bool) -> tuple[dict[str, Value], dict]:
     try:
         with open(p, "rb") as fh:
             if fh.read(4) != GGUF_MAGIC:
